@@ -1,0 +1,111 @@
+// Package plan turns one configuration group plus a snapshot of the host's links into the kernel state the
+// group needs. It makes no system calls: the same input gives the same Desired, which prints as the
+// equivalent ip/nft commands and is compared against golden files in tests.
+package plan
+
+import (
+	"net/netip"
+
+	"github.com/linkagg/linkagg-hooks/parser"
+)
+
+// Ownership tags. Every kernel object we make carries one of these, so teardown finds exactly ours even
+// when the state files under /run are gone.
+const (
+	// RouteProtocol is the rtm_protocol / FRA_PROTOCOL of our routes and rules ("proto linkagg",
+	// named in /etc/iproute2/rt_protos.d/linkagg.conf).
+	RouteProtocol = 76
+	// NftTablePrefix starts the name of our nftables table: linkagg_<iface> in family ip or ip6.
+	NftTablePrefix = "linkagg_"
+	// LinkAlias is set as IFLA_IFALIAS on a TUN device we created (and so may delete).
+	LinkAlias = "linkagg"
+)
+
+// Local is one network interface of the host as the planner sees it.
+type Local struct {
+	Name  string
+	Up    bool           // administratively up and with carrier (oper up or unknown)
+	Addrs []netip.Prefix // addresses with their prefix length, both families
+}
+
+// Input is what Build needs: the group and the host's links. Exclude names links that are going away
+// (an ifupdown pre-down of a member NIC still shows its address) and must be planned as absent.
+type Input struct {
+	Group   parser.Group
+	Links   []Local
+	Exclude []string
+}
+
+// PathState says whether a path can carry traffic now.
+type PathState string
+
+const (
+	PathActive  PathState = "active"
+	PathPending PathState = "pending" // our address for it is on no link that is up yet
+)
+
+// Path is one of the group's paths (one per table) as planned.
+type Path struct {
+	Index  int // 0-based position in the table list
+	Table  int
+	Weight int
+	Mark   uint32
+	Own    netip.Addr // our address on this path
+	Dev    string     // the local link holding Own; empty when pending
+	State  PathState
+	Reason string // why pending
+}
+
+// TUN is the device that holds the VIP.
+type TUN struct {
+	Name string
+	MTU  int // 0: leave alone
+}
+
+// Route is one route we own. Gateway is invalid for a device route (the fakenet route via the TUN).
+type Route struct {
+	Table   int // 254 = main
+	Dst     netip.Prefix
+	Gateway netip.Addr
+	Dev     string
+	Src     netip.Addr // preferred source; invalid = none
+}
+
+// Rule is one `ip rule fwmark Mark/Mask lookup Table pref Priority proto linkagg`.
+type Rule struct {
+	Family   parser.Family
+	Mark     uint32
+	Mask     uint32
+	Table    int
+	Priority int
+}
+
+// Nft is our nftables table: a route chain at hook output that gives packets to the fakenets the mark of
+// path Sequence[numgen inc mod len(Sequence)], keeping the packet mark's bits outside Mask.
+type Nft struct {
+	Family   parser.Family
+	Table    string // NftTablePrefix + iface
+	Fakenets []netip.Prefix
+	Mask     uint32
+	Sequence []uint32 // marks in the smooth weighted order; len = K = sum of reduced weights
+}
+
+// Sysctl is one value under /proc/sys, e.g. Key "net/ipv4/conf/eth0/rp_filter", Value "2".
+type Sysctl struct {
+	Key   string
+	Value string
+}
+
+// Desired is the whole kernel state of one group.
+type Desired struct {
+	Group   string // group ID
+	Family  parser.Family
+	Mode    parser.Mode
+	TUN     TUN
+	VIP     netip.Prefix // VIP with its host prefix (/32 or /128)
+	Paths   []Path
+	Routes  []Route
+	Rules   []Rule
+	Nft     *Nft // nil when no path is active
+	Sysctls []Sysctl
+}
