@@ -1,0 +1,120 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/linkagg/linkagg-hooks/parser"
+)
+
+// Commands renders d as the ip/nft/sysctl commands an admin would type for the same state. It is how
+// `linkagg plan` shows the plan, and what the golden files of the tests hold.
+func (d Desired) Commands() []string {
+	ipf := "-4"
+	if d.Family == parser.Inet6 {
+		ipf = "-6"
+	}
+	var out []string
+	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+
+	add("# group %s: %d of %d paths active", d.Group, d.activePaths(), len(d.Paths))
+	for _, p := range d.Paths {
+		if p.State == PathActive {
+			add("#   path %d table %d weight %d mark %#x: %s on %s", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev)
+		} else {
+			add("#   path %d table %d weight %d mark %#x: pending (%s)", p.Index+1, p.Table, p.Weight, p.Mark, p.Reason)
+		}
+	}
+	add("ip tuntap add mode tun name %s   # only if missing", d.TUN.Name)
+	if d.TUN.MTU != 0 {
+		add("ip link set dev %s mtu %d up", d.TUN.Name, d.TUN.MTU)
+	} else {
+		add("ip link set dev %s up", d.TUN.Name)
+	}
+	add("ip %s addr replace %s dev %s", ipf, d.VIP, d.TUN.Name)
+	for _, s := range d.Sysctls {
+		add("sysctl -w %s=%s", strings.ReplaceAll(s.Key, "/", "."), s.Value)
+	}
+	for _, r := range d.Routes {
+		add("ip %s route replace %s", ipf, r.String())
+	}
+	for _, r := range d.Rules {
+		add("ip %s rule add %s", ipf, r.String())
+	}
+	if d.Nft != nil {
+		out = append(out, d.Nft.Script()...)
+	}
+	return out
+}
+
+func (d Desired) activePaths() int {
+	n := 0
+	for _, p := range d.Paths {
+		if p.State == PathActive {
+			n++
+		}
+	}
+	return n
+}
+
+func (r Route) String() string {
+	var b strings.Builder
+	b.WriteString(r.Dst.String())
+	if r.Gateway.IsValid() {
+		fmt.Fprintf(&b, " via %s", r.Gateway)
+	}
+	fmt.Fprintf(&b, " dev %s", r.Dev)
+	if r.Src.IsValid() {
+		fmt.Fprintf(&b, " src %s", r.Src)
+	}
+	if r.Table != MainTable {
+		fmt.Fprintf(&b, " table %d", r.Table)
+	}
+	fmt.Fprintf(&b, " proto %d", RouteProtocol)
+	return b.String()
+}
+
+func (r Rule) String() string {
+	return fmt.Sprintf("fwmark %#x/%#x lookup %d pref %d proto %d", r.Mark, r.Mask, r.Table, r.Priority, RouteProtocol)
+}
+
+// ChainName is the chain that sets mark m.
+func ChainName(m uint32) string { return fmt.Sprintf("mark_%08x", m) }
+
+// Script renders the nftables table as an `nft -f` script. Each path's chain keeps the packet mark's bits
+// outside Mask, so marks set by other software (wireguard, tailscale, kube-proxy) survive.
+func (n *Nft) Script() []string {
+	fam := "ip"
+	if n.Family == parser.Inet6 {
+		fam = "ip6"
+	}
+	var marks []uint32
+	for _, m := range n.Sequence {
+		if !containsMark(marks, m) {
+			marks = append(marks, m)
+		}
+	}
+	out := []string{fmt.Sprintf("nft -f - <<'EOF'"), fmt.Sprintf("table %s %s {", fam, n.Table)}
+	for _, m := range marks {
+		out = append(out, fmt.Sprintf("  chain %s { meta mark set meta mark & %#08x ^ %#08x; }", ChainName(m), ^n.Mask, m))
+	}
+	var elems []string
+	for i, m := range n.Sequence {
+		elems = append(elems, fmt.Sprintf("%d : goto %s", i, ChainName(m)))
+	}
+	out = append(out, "  chain route {", "    type route hook output priority mangle; policy accept;")
+	for _, fn := range n.Fakenets {
+		out = append(out, fmt.Sprintf("    %s daddr %s numgen inc mod %d vmap { %s }", fam, fn, len(n.Sequence), strings.Join(elems, ", ")))
+	}
+	out = append(out, "  }", "}", "EOF")
+	return out
+}
+
+func containsMark(ms []uint32, m uint32) bool {
+	for _, x := range ms {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
