@@ -1,0 +1,331 @@
+package apply
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+
+	"github.com/linkagg/linkagg-hooks/parser"
+	"github.com/linkagg/linkagg-hooks/plan"
+)
+
+// RouteChain is the base chain of our table (type route, hook output, priority mangle).
+const RouteChain = "route"
+
+// MarkChain names the chain that sets a path's mark.
+func MarkChain(mark uint32) string { return plan.ChainName(mark) }
+
+func nftFamily(f parser.Family) nftables.TableFamily {
+	if f == parser.Inet6 {
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyIPv4
+}
+
+// nftTableName is the name of the group's table: d.Nft.Table, or linkagg_<tun> when there is no spec.
+func nftTableName(d plan.Desired) string {
+	if d.Nft != nil && d.Nft.Table != "" {
+		return d.Nft.Table
+	}
+	return plan.NftTablePrefix + d.TUN.Name
+}
+
+// nftHash is a short digest of the whole spec; every rule of ours carries it.
+func nftHash(n *plan.Nft) string {
+	b, _ := json.Marshal(n)
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:6])
+}
+
+// NftTag is the comment (rule user data) of our rules.
+func NftTag(group string, n *plan.Nft) string { return "linkagg:" + group + ":" + nftHash(n) }
+
+func nftConn() (*nftables.Conn, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return c, nil
+}
+
+func findTable(c *nftables.Conn, fam nftables.TableFamily, name string) (*nftables.Table, error) {
+	ts, err := c.ListTablesOfFamily(fam)
+	if err != nil {
+		return nil, fmt.Errorf("listing nft tables: %w", err)
+	}
+	for _, t := range ts {
+		if t.Name == name {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+// nftConverged tells whether our table holds exactly the chains of n and every rule carries tag.
+func nftConverged(c *nftables.Conn, tab *nftables.Table, n *plan.Nft, tag string) (bool, error) {
+	chains, err := c.ListChainsOfTableFamily(tab.Family)
+	if err != nil {
+		return false, fmt.Errorf("listing nft chains: %w", err)
+	}
+	want := map[string]int{RouteChain: len(n.Fakenets)}
+	for _, m := range n.Sequence {
+		want[MarkChain(m)] = 1
+	}
+	seen := 0
+	for _, ch := range chains {
+		if ch.Table == nil || ch.Table.Name != tab.Name {
+			continue
+		}
+		nrules, ok := want[ch.Name]
+		if !ok {
+			return false, nil
+		}
+		seen++
+		rules, err := c.GetRules(tab, ch)
+		if err != nil {
+			return false, fmt.Errorf("listing nft rules of %s: %w", ch.Name, err)
+		}
+		if len(rules) != nrules {
+			return false, nil
+		}
+		for _, r := range rules {
+			if got, _ := userdata.GetString(r.UserData, userdata.TypeComment); got != tag {
+				return false, nil
+			}
+		}
+	}
+	return seen == len(want), nil
+}
+
+func be(a netip.Addr) []byte { return a.AsSlice() }
+
+// buildNft queues our whole table on c (no flush).
+func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
+	if len(n.Sequence) == 0 {
+		return fmt.Errorf("nft spec of %s has an empty mark sequence", group)
+	}
+	ud := userdata.AppendString(nil, userdata.TypeComment, NftTag(group, n))
+	tab := c.AddTable(&nftables.Table{Name: n.Table, Family: nftFamily(n.Family)})
+	policy := nftables.ChainPolicyAccept
+	route := c.AddChain(&nftables.Chain{
+		Name: RouteChain, Table: tab, Type: nftables.ChainTypeRoute,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle, Policy: &policy,
+	})
+	var marks []uint32
+	for _, m := range n.Sequence {
+		if !slices.Contains(marks, m) {
+			marks = append(marks, m)
+		}
+	}
+	for _, m := range marks {
+		if m&^n.Mask != 0 {
+			return fmt.Errorf("mark %#x has bits outside the mask %#x", m, n.Mask)
+		}
+		ch := c.AddChain(&nftables.Chain{Name: MarkChain(m), Table: tab})
+		c.AddRule(&nftables.Rule{Table: tab, Chain: ch, UserData: ud, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(^n.Mask), Xor: binaryutil.NativeEndian.PutUint32(m)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+		}})
+	}
+	for _, fn := range n.Fakenets {
+		fn = fn.Masked()
+		var offset, length uint32 = 16, 4 // ip daddr
+		if fn.Addr().Is6() {
+			offset, length = 24, 16 // ip6 daddr
+		}
+		if (fn.Addr().Is6()) != (n.Family == parser.Inet6) {
+			return fmt.Errorf("fakenet %s is not of family %s", fn, n.Family)
+		}
+		exprs := []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
+		}
+		if fn.Bits() < fn.Addr().BitLen() {
+			mask := prefixIPNet(fn).Mask
+			exprs = append(exprs, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: length,
+				Mask: []byte(mask), Xor: make([]byte, length)})
+		}
+		exprs = append(exprs, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(fn.Addr())})
+		set := &nftables.Set{Table: tab, Anonymous: true, Constant: true, IsMap: true,
+			KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
+		var elems []nftables.SetElement
+		for i, m := range n.Sequence {
+			elems = append(elems, nftables.SetElement{
+				Key:         binaryutil.BigEndian.PutUint32(uint32(i)),
+				VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(m)},
+			})
+		}
+		if err := c.AddSet(set, elems); err != nil {
+			return fmt.Errorf("nft map: %w", err)
+		}
+		exprs = append(exprs,
+			&expr.Numgen{Register: 1, Modulus: uint32(len(n.Sequence)), Type: unix.NFT_NG_INCREMENTAL},
+			// google/nftables tags every constant set as big endian (NFTNL_UDATA_SET_KEYBYTEORDER), so the
+			// keys are big endian and the host-order numgen value is converted, as nft itself does.
+			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+			&expr.Lookup{SourceRegister: 1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID},
+		)
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: exprs})
+	}
+	return nil
+}
+
+// replaceNft swaps our table for the one of n (nil: no table) in one transaction.
+func replaceNft(group string, fam nftables.TableFamily, name string, exists bool, n *plan.Nft) error {
+	c, err := nftConn()
+	if err != nil {
+		return err
+	}
+	if exists {
+		c.DelTable(&nftables.Table{Name: name, Family: fam})
+	}
+	if n != nil {
+		if err := buildNft(c, group, n); err != nil {
+			return err
+		}
+	}
+	return c.Flush()
+}
+
+func describeNft(n *plan.Nft) string {
+	var seq []string
+	for _, m := range n.Sequence {
+		seq = append(seq, fmt.Sprintf("%#x", m))
+	}
+	var fns []string
+	for _, f := range n.Fakenets {
+		fns = append(fns, f.String())
+	}
+	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]", famName(n.Family), n.Table, strings.Join(fns, ","), strings.Join(seq, " "))
+}
+
+func famName(f parser.Family) string {
+	if f == parser.Inet6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+// syncNft converges our table to d.Nft; prev is the spec last applied (to undo a replacement), if known.
+func syncNft(t *txn, d plan.Desired, prev *plan.Nft) error {
+	c, err := nftConn()
+	if err != nil {
+		return err
+	}
+	fam := nftFamily(d.Family)
+	name := nftTableName(d)
+	if !strings.HasPrefix(name, plan.NftTablePrefix) {
+		return fmt.Errorf("nft table %q does not start with %q", name, plan.NftTablePrefix)
+	}
+	tab, err := findTable(c, fam, name)
+	if err != nil {
+		return err
+	}
+	n := d.Nft
+	if n != nil && nftFamily(n.Family) != fam {
+		return fmt.Errorf("nft spec family %s differs from the group's %s", n.Family, d.Family)
+	}
+	exists := tab != nil
+	if n == nil {
+		t.count("nft", 0, 0, b2i(exists))
+		if !exists {
+			return nil
+		}
+		return t.do("nft", fmt.Sprintf("delete nft table %s %s", famName(d.Family), name),
+			func() error { return replaceNft(d.Group, fam, name, true, nil) },
+			restoreNft(d.Group, fam, name, prev))
+	}
+	tag := NftTag(d.Group, n)
+	if exists {
+		ok, err := nftConverged(c, tab, n, tag)
+		if err != nil {
+			return err
+		}
+		if ok {
+			t.count("nft", 1, 1, 0)
+			return nil
+		}
+	}
+	t.count("nft", 1, 0, 0)
+	verb := "add"
+	if exists {
+		verb = "replace"
+	}
+	var un func() error
+	if exists {
+		un = restoreNft(d.Group, fam, name, prev)
+	} else {
+		un = func() error { return replaceNft(d.Group, fam, name, true, nil) }
+	}
+	return t.do("nft", verb+" "+describeNft(n),
+		func() error { return replaceNft(d.Group, fam, name, exists, n) }, un)
+}
+
+// restoreNft puts back the table we replaced or deleted, when we know its spec (the state file); without
+// it, the table is only removed. nft is the last step of Apply, so this runs only if a later step is added.
+func restoreNft(group string, fam nftables.TableFamily, name string, prev *plan.Nft) func() error {
+	return func() error {
+		c, err := nftConn()
+		if err != nil {
+			return err
+		}
+		tab, err := findTable(c, fam, name)
+		if err != nil {
+			return err
+		}
+		if tab != nil {
+			c.DelTable(tab)
+		}
+		if prev != nil && prev.Table == name && nftFamily(prev.Family) == fam {
+			if err := buildNft(c, group, prev); err != nil {
+				return err
+			}
+		}
+		return c.Flush()
+	}
+}
+
+// removeNft deletes our table (Down): linkagg_<tun> of the group's family.
+func removeNft(t *txn, d plan.Desired) error {
+	c, err := nftConn()
+	if err != nil {
+		return err
+	}
+	fam := nftFamily(d.Family)
+	names := []string{plan.NftTablePrefix + d.TUN.Name}
+	if d.Nft != nil && d.Nft.Table != "" && d.Nft.Table != names[0] && strings.HasPrefix(d.Nft.Table, plan.NftTablePrefix) {
+		names = append(names, d.Nft.Table)
+	}
+	for _, name := range names {
+		tab, err := findTable(c, fam, name)
+		if err != nil {
+			return err
+		}
+		if tab == nil {
+			continue
+		}
+		if err := t.do("nft", fmt.Sprintf("delete nft table %s %s", famName(d.Family), name),
+			func() error { return replaceNft(d.Group, fam, name, true, nil) }, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,407 @@
+package apply
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/linkagg/linkagg-hooks/parser"
+	"github.com/linkagg/linkagg-hooks/plan"
+)
+
+func familyOf(f parser.Family) int {
+	if f == parser.Inet6 {
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
+}
+
+func prefixFamily(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// groupTables are the routing tables of the group's paths (main excluded).
+func groupTables(d plan.Desired) []int {
+	var ts []int
+	add := func(t int) {
+		if t != 0 && t != unix.RT_TABLE_MAIN && !slices.Contains(ts, t) {
+			ts = append(ts, t)
+		}
+	}
+	for _, p := range d.Paths {
+		add(p.Table)
+	}
+	for _, r := range d.Rules {
+		add(r.Table)
+	}
+	for _, r := range d.Routes {
+		add(r.Table)
+	}
+	return ts
+}
+
+// listRoutes dumps the routes of every table of one family.
+func listRoutes(family int) ([]netlink.Route, error) {
+	return retry(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
+}
+
+func listRules(family int) ([]netlink.Rule, error) {
+	return retry(func() ([]netlink.Rule, error) { return netlink.RuleList(family) })
+}
+
+// routeKey is what we compare routes on: (table, dst, gw, dev, src).
+type routeKey struct {
+	Table int
+	Dst   netip.Prefix
+	Gw    netip.Addr
+	Dev   int // ifindex, 0 = any
+	Src   netip.Addr
+}
+
+func keyOfRoute(r netlink.Route) routeKey {
+	k := routeKey{Table: r.Table, Gw: ipAddr(r.Gw), Dev: r.LinkIndex, Src: ipAddr(r.Src)}
+	if r.Dst != nil {
+		k.Dst, _ = ipnetPrefix(r.Dst)
+	} else if r.Family == netlink.FAMILY_V6 {
+		k.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	} else {
+		k.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	k.Dst = k.Dst.Masked()
+	return k
+}
+
+func (k routeKey) matches(o routeKey) bool {
+	return k.Table == o.Table && k.Dst == o.Dst && k.Gw == o.Gw && k.Src == o.Src && (k.Dev == 0 || o.Dev == 0 || k.Dev == o.Dev)
+}
+
+func describeRoute(r netlink.Route) string {
+	k := keyOfRoute(r)
+	s := k.Dst.String()
+	if k.Gw.IsValid() {
+		s += " via " + k.Gw.String()
+	}
+	if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+		s += " dev " + l.Attrs().Name
+	}
+	if k.Src.IsValid() {
+		s += " src " + k.Src.String()
+	}
+	return s + " table " + tableName(k.Table)
+}
+
+func tableName(t int) string {
+	if t == unix.RT_TABLE_MAIN {
+		return "main"
+	}
+	return fmt.Sprint(t)
+}
+
+// ownedRoute: proto 76 and (a group table, or main via the TUN).
+func ownedRoute(r netlink.Route, tables []int, tunIndex int) bool {
+	if r.Protocol != plan.RouteProtocol {
+		return false
+	}
+	if slices.Contains(tables, r.Table) {
+		return true
+	}
+	return r.Table == unix.RT_TABLE_MAIN && tunIndex != 0 && r.LinkIndex == tunIndex
+}
+
+// restorable copies the fields of a dumped route the kernel takes back on RTM_NEWROUTE.
+func restorable(r netlink.Route) *netlink.Route {
+	c := &netlink.Route{
+		LinkIndex: r.LinkIndex,
+		Scope:     r.Scope,
+		Dst:       r.Dst,
+		Src:       r.Src,
+		Gw:        r.Gw,
+		Protocol:  r.Protocol,
+		Priority:  r.Priority,
+		Family:    r.Family,
+		Table:     r.Table,
+		Type:      r.Type,
+		Tos:       r.Tos,
+		Flags:     r.Flags &^ (unix.RTNH_F_LINKDOWN | unix.RTNH_F_DEAD | unix.RTNH_F_OFFLOAD | unix.RTNH_F_TRAP),
+		MultiPath: r.MultiPath,
+		MTU:       r.MTU,
+		AdvMSS:    r.AdvMSS,
+		Hoplimit:  r.Hoplimit,
+		Realm:     r.Realm,
+		Via:       r.Via,
+	}
+	return c
+}
+
+// syncRoutes converges the group's routes: deletes owned routes not desired, adds desired routes missing.
+func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
+	tables := groupTables(d)
+	type want struct {
+		r   plan.Route
+		key routeKey
+		fam int
+	}
+	var wants []want
+	fams := map[int]bool{}
+	for _, r := range d.Routes {
+		k := routeKey{Table: r.Table, Dst: r.Dst.Masked(), Gw: r.Gateway, Src: r.Src}
+		if k.Table == 0 {
+			k.Table = unix.RT_TABLE_MAIN
+		}
+		if r.Dev != "" {
+			if r.Dev == d.TUN.Name && tunIndex != 0 {
+				k.Dev = tunIndex
+			} else if l, err := linkByName(r.Dev); err != nil {
+				return err
+			} else if l != nil {
+				k.Dev = l.Attrs().Index
+			} else if !t.dry {
+				return fmt.Errorf("route %s table %s: device %s does not exist", r.Dst, tableName(k.Table), r.Dev)
+			} else {
+				k.Dev = -1 // never matches in a dry run
+			}
+		}
+		wants = append(wants, want{r, k, prefixFamily(r.Dst)})
+		fams[prefixFamily(r.Dst)] = true
+	}
+	fams[familyOf(d.Family)] = true
+
+	var present, extra int
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		if !fams[fam] {
+			continue
+		}
+		all, err := listRoutes(fam)
+		if err != nil {
+			return fmt.Errorf("listing routes: %w", err)
+		}
+		matched := make([]bool, len(wants))
+		// Delete owned routes not desired.
+		for _, r := range all {
+			if !ownedRoute(r, tables, tunIndex) {
+				continue
+			}
+			k := keyOfRoute(r)
+			found := false
+			for i, w := range wants {
+				if w.fam == fam && !matched[i] && w.key.matches(k) {
+					matched[i], found = true, true
+					present++
+					break
+				}
+			}
+			if found {
+				continue
+			}
+			extra++
+			r := r
+			desc := "delete route " + describeRoute(r)
+			if err := t.do("routes", desc,
+				func() error { return netlink.RouteDel(&r) },
+				func() error { return netlink.RouteAdd(restorable(r)) }); err != nil {
+				return err
+			}
+		}
+		// Add desired routes missing.
+		for i, w := range wants {
+			if w.fam != fam || matched[i] {
+				continue
+			}
+			for _, r := range all {
+				if ownedRoute(r, tables, tunIndex) || r.Table != w.key.Table || r.Priority != 0 || r.Tos != 0 {
+					continue
+				}
+				if k := keyOfRoute(r); k.Dst == w.key.Dst && (r.Type == unix.RTN_UNICAST || r.Type == 0) {
+					return fmt.Errorf("route %s table %s: a foreign route (%s, proto %d) has the same destination", w.r.Dst, tableName(w.key.Table), describeRoute(r), r.Protocol)
+				}
+			}
+			nr := &netlink.Route{
+				Table:     w.key.Table,
+				Dst:       prefixIPNet(w.key.Dst),
+				Gw:        addrIP(w.key.Gw),
+				Src:       addrIP(w.key.Src),
+				LinkIndex: max(w.key.Dev, 0),
+				Protocol:  plan.RouteProtocol,
+				Family:    fam,
+				Scope:     unix.RT_SCOPE_UNIVERSE,
+			}
+			if !w.key.Gw.IsValid() && fam == netlink.FAMILY_V4 {
+				nr.Scope = unix.RT_SCOPE_LINK
+			}
+			desc := fmt.Sprintf("add route %s", planRouteString(w.r))
+			if err := t.do("routes", desc,
+				func() error { return netlink.RouteAdd(nr) },
+				func() error { return netlink.RouteDel(nr) }); err != nil {
+				return err
+			}
+		}
+	}
+	t.count("routes", len(wants), present, extra)
+	return nil
+}
+
+func planRouteString(r plan.Route) string {
+	s := r.Dst.String()
+	if r.Gateway.IsValid() {
+		s += " via " + r.Gateway.String()
+	}
+	if r.Dev != "" {
+		s += " dev " + r.Dev
+	}
+	if r.Src.IsValid() {
+		s += " src " + r.Src.String()
+	}
+	t := r.Table
+	if t == 0 {
+		t = unix.RT_TABLE_MAIN
+	}
+	return s + " table " + tableName(t) + " proto linkagg"
+}
+
+// removeRoutes deletes every route the group owns (Down).
+func removeRoutes(t *txn, d plan.Desired, tunIndex int) error {
+	tables := groupTables(d)
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		all, err := listRoutes(fam)
+		if err != nil {
+			return fmt.Errorf("listing routes: %w", err)
+		}
+		for _, r := range all {
+			if !ownedRoute(r, tables, tunIndex) {
+				continue
+			}
+			r := r
+			if err := t.do("routes", "delete route "+describeRoute(r),
+				func() error { return netlink.RouteDel(&r) },
+				func() error { return netlink.RouteAdd(restorable(r)) }); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ---- rules ----
+
+type ruleKey struct {
+	Mark, Mask uint32
+	Table      int
+	Priority   int
+}
+
+func keyOfRule(r netlink.Rule) ruleKey {
+	k := ruleKey{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
+	if r.Mask != nil {
+		k.Mask = *r.Mask
+	} else if r.Mark != 0 {
+		k.Mask = 0xffffffff
+	}
+	return k
+}
+
+func ownedRule(r netlink.Rule, tables []int) bool {
+	return r.Protocol == plan.RouteProtocol && slices.Contains(tables, r.Table)
+}
+
+func newRule(fam int, k ruleKey) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = fam
+	r.Mark = k.Mark
+	mask := k.Mask
+	r.Mask = &mask
+	r.Table = k.Table
+	r.Priority = k.Priority
+	r.Protocol = plan.RouteProtocol
+	return r
+}
+
+func restorableRule(r netlink.Rule) *netlink.Rule {
+	c := r
+	return &c
+}
+
+func describeRule(fam int, k ruleKey) string {
+	f := "-4"
+	if fam == netlink.FAMILY_V6 {
+		f = "-6"
+	}
+	return fmt.Sprintf("rule %s fwmark %#x/%#x lookup %d pref %d proto linkagg", f, k.Mark, k.Mask, k.Table, k.Priority)
+}
+
+func syncRules(t *txn, d plan.Desired) error {
+	tables := groupTables(d)
+	fam := familyOf(d.Family)
+	var wants []ruleKey
+	for _, r := range d.Rules {
+		if r.Family != 0 && familyOf(r.Family) != fam {
+			return fmt.Errorf("rule fwmark %#x lookup %d is %s in an %s group", r.Mark, r.Table, r.Family, d.Family)
+		}
+		wants = append(wants, ruleKey{Mark: r.Mark, Mask: r.Mask, Table: r.Table, Priority: r.Priority})
+	}
+	all, err := listRules(fam)
+	if err != nil {
+		return fmt.Errorf("listing rules: %w", err)
+	}
+	matched := make([]bool, len(wants))
+	var present, extra int
+	for _, r := range all {
+		if !ownedRule(r, tables) {
+			continue
+		}
+		k := keyOfRule(r)
+		if i := slices.IndexFunc(wants, func(w ruleKey) bool { return w == k }); i >= 0 && !matched[i] {
+			matched[i] = true
+			present++
+			continue
+		}
+		extra++
+		r := r
+		if err := t.do("rules", "delete "+describeRule(fam, k),
+			func() error { return netlink.RuleDel(&r) },
+			func() error { return netlink.RuleAdd(restorableRule(r)) }); err != nil {
+			return err
+		}
+	}
+	for i, k := range wants {
+		if matched[i] {
+			continue
+		}
+		nr := newRule(fam, k)
+		if err := t.do("rules", "add "+describeRule(fam, k),
+			func() error { return netlink.RuleAdd(nr) },
+			func() error { return netlink.RuleDel(nr) }); err != nil {
+			return err
+		}
+	}
+	t.count("rules", len(wants), present, extra)
+	return nil
+}
+
+func removeRules(t *txn, d plan.Desired) error {
+	tables := groupTables(d)
+	fam := familyOf(d.Family)
+	all, err := listRules(fam)
+	if err != nil {
+		return fmt.Errorf("listing rules: %w", err)
+	}
+	for _, r := range all {
+		if !ownedRule(r, tables) {
+			continue
+		}
+		r := r
+		if err := t.do("rules", "delete "+describeRule(fam, keyOfRule(r)),
+			func() error { return netlink.RuleDel(&r) },
+			func() error { return netlink.RuleAdd(restorableRule(r)) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
