@@ -595,7 +595,7 @@ func TestLockTimeout(t *testing.T) {
 	}
 }
 
-// Links reports up-ness (admin up and oper up/unknown) and global addresses with their prefix length.
+// Links reports up-ness (admin up), carrier (oper up/unknown) and global addresses with their prefix length.
 func TestLinks(t *testing.T) {
 	e := newEnv(t)
 	defer e.close()
@@ -608,10 +608,10 @@ func TestLinks(t *testing.T) {
 	for _, l := range links {
 		got[l.Name] = l
 	}
-	if la0 := got["la0"]; !la0.Up || !slices.Contains(la0.Addrs, netip.MustParsePrefix("10.99.0.10/24")) {
+	if la0 := got["la0"]; !la0.Up || !la0.Carrier || !slices.Contains(la0.Addrs, netip.MustParsePrefix("10.99.0.10/24")) {
 		t.Errorf("la0: %+v", la0)
 	}
-	if la1 := got["la1"]; la1.Up || len(la1.Addrs) != 1 {
+	if la1 := got["la1"]; la1.Up || la1.Carrier || len(la1.Addrs) != 1 {
 		t.Errorf("la1: %+v", la1)
 	}
 	if lo := got["lo"]; len(lo.Addrs) != 0 {

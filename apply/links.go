@@ -59,8 +59,9 @@ func Links() ([]plan.Local, error) {
 	for _, l := range links {
 		a := l.Attrs()
 		loc := plan.Local{
-			Name: a.Name,
-			Up:   a.Flags&net.FlagUp != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown),
+			Name:    a.Name,
+			Up:      a.Flags&net.FlagUp != 0,
+			Carrier: a.Flags&net.FlagUp != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown),
 		}
 		addrs, err := addrList(l, netlink.FAMILY_ALL)
 		if err != nil {

@@ -23,9 +23,12 @@ const (
 
 // Local is one network interface of the host as the planner sees it.
 type Local struct {
-	Name  string
-	Up    bool           // administratively up and with carrier (oper up or unknown)
-	Addrs []netip.Prefix // addresses with their prefix length, both families
+	Name string
+	// Up is administratively up: what ifupdown's if-up made. Paths follow it, not the carrier, because
+	// ifupdown sends no event when a carrier comes or goes; carrier-driven failover needs a watcher.
+	Up      bool
+	Carrier bool           // up with carrier (oper up or unknown), for status
+	Addrs   []netip.Prefix // addresses with their prefix length, both families
 }
 
 // Input is what Build needs: the group and the host's links. Exclude names links that are going away
