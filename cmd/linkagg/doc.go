@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// The manual is written once here and rendered two ways: `linkagg --help` prints it as text, and
+// `linkagg --man` prints the same as roff for linkagg(8).
+
+type section struct {
+	title string
+	body  []string // paragraphs; lines starting with two spaces are shown as-is (definitions, examples)
+}
+
+var manual = []section{
+	{"NAME", []string{"linkagg - aggregate several links into one virtual address for single-flow goodput"}},
+	{"SYNOPSIS", []string{"  linkagg [OPTIONS] validate [FILE...]\n  linkagg [OPTIONS] plan [GROUP...]\n  linkagg [OPTIONS] apply [GROUP...]\n  linkagg [OPTIONS] down [GROUP...]\n  linkagg [OPTIONS] status [GROUP...]"}},
+	{"DESCRIPTION", []string{
+		"linkagg reads aggregation groups from iface stanzas in /etc/network/interfaces (options fakenet, table, rspec, weight, mode, fwmark, fwmark-mask, rule-priority) and from TOML drop-ins in /etc/linkagg/*.toml, and makes the kernel state that spreads every packet to the fakenet prefixes over all paths in a smooth weighted order: a TUN device holding the virtual address (VIP), a route for each fakenet via the TUN, an nftables table linkagg_IFACE that marks packets with numgen, one fwmark rule per path and, per path table, a route to each peer VIP via that peer's gateway.",
+		"The ifupdown hooks in /etc/network/if-*.d/linkagg do the same on every interface event; this command is for inspecting and for hosts without ifupdown.",
+		"A GROUP is named by its TUN interface (tun0) for the inet stanza and tun0/inet6 for the inet6 one; a bare interface name selects both. Without GROUP every configured group is meant.",
+	}},
+	{"COMMANDS", []string{
+		"  validate [FILE...]\n      Parse the configuration (or only the FILEs: .toml files as drop-ins, others as interfaces files) and\n      check it. Prints one line per error, naming file:line. Touches nothing.",
+		"  plan [GROUP...]\n      Print the kernel state the groups need now, as the equivalent ip, sysctl and nft commands.",
+		"  apply [GROUP...]\n      Converge the kernel to the plan: add what is missing, remove what is ours and no longer planned. A\n      second apply makes no kernel change. An error undoes what this run changed.",
+		"  down [GROUP...]\n      Remove everything the groups own (found by the kernel tags: route/rule protocol 76, nft table\n      linkagg_IFACE, TUN alias \"linkagg\"), restore the sysctls they changed. Foreign objects are kept.",
+		"  status [GROUP...]\n      Show per group the paths, weights, carrier and the kernel objects present against the plan.",
+	}},
+	{"OPTIONS", []string{
+		"  --interfaces FILE   interfaces file to read (default /etc/network/interfaces; env LINKAGG_INTERFACES)\n  --confdir DIR       TOML drop-in folder (default /etc/linkagg; env LINKAGG_CONFDIR)\n  --run-dir DIR       lock and state folder (default /run/linkagg; env LINKAGG_RUNDIR)\n  -v, --verbose       print what changes\n  --version           print the version\n  -h, --help          print this text",
+	}},
+	{"EXIT STATUS", []string{
+		"  0   success\n  1   the configuration is invalid (nothing was changed)\n  2   bad usage\n  3   a kernel operation failed (what this run changed was undone)\n  4   status: a group's kernel state differs from its plan",
+	}},
+	{"FILES", []string{
+		"  /etc/network/interfaces, /etc/linkagg/*.toml   configuration\n  /run/linkagg/                                  lock and state (sysctl values to restore)\n  /etc/network/if-*.d/linkagg                    the ifupdown hooks",
+	}},
+	{"SEE ALSO", []string{"interfaces(5), ip-rule(8), nft(8)"}},
+}
+
+func writeHelp(w io.Writer) {
+	for _, s := range manual {
+		fmt.Fprintln(w, s.title)
+		for _, p := range s.body {
+			if strings.HasPrefix(p, "  ") {
+				for _, l := range strings.Split(p, "\n") {
+					fmt.Fprintln(w, "  "+l)
+				}
+			} else {
+				fmt.Fprintln(w, wrap(p, 100, "    "))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+func writeMan(w io.Writer, version string) {
+	fmt.Fprintf(w, ".TH LINKAGG 8 \"\" \"linkagg-hooks %s\" \"System Administration\"\n", version)
+	for _, s := range manual {
+		fmt.Fprintf(w, ".SH %s\n", s.title)
+		for _, p := range s.body {
+			if strings.HasPrefix(p, "  ") {
+				fmt.Fprintln(w, ".PP\n.nf")
+				for _, l := range strings.Split(p, "\n") {
+					fmt.Fprintln(w, roffEscape(l))
+				}
+				fmt.Fprintln(w, ".fi")
+			} else {
+				fmt.Fprintf(w, ".PP\n%s\n", roffEscape(p))
+			}
+		}
+	}
+}
+
+func roffEscape(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\e`)
+	s = strings.ReplaceAll(s, "-", `\-`)
+	if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
+		s = `\&` + s
+	}
+	return s
+}
+
+func wrap(p string, width int, indent string) string {
+	var lines []string
+	line := indent
+	for _, w := range strings.Fields(p) {
+		if len(line)+len(w)+1 > width && line != indent {
+			lines = append(lines, line)
+			line = indent
+		}
+		if line != indent {
+			line += " "
+		}
+		line += w
+	}
+	return strings.Join(append(lines, line), "\n")
+}

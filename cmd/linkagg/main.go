@@ -1,0 +1,173 @@
+// Command linkagg is the admin's view of link aggregation groups: validate, plan, apply, down, status.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
+	"github.com/linkagg/linkagg-hooks/parser"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const (
+	exitOK     = 0
+	exitConfig = 1
+	exitUsage  = 2
+	exitKernel = 3
+	exitDrift  = 4
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("linkagg", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	interfaces := fs.String("interfaces", "", "")
+	confdir := fs.String("confdir", "", "")
+	rundir := fs.String("run-dir", "", "")
+	verbose := fs.BoolP("verbose", "v", false, "")
+	showVersion := fs.Bool("version", false, "")
+	help := fs.BoolP("help", "h", false, "")
+	man := fs.Bool("man", false, "")
+	fs.SetInterspersed(true)
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "linkagg: %v (see linkagg --help)\n", err)
+		return exitUsage
+	}
+	switch {
+	case *help:
+		writeHelp(stdout)
+		return exitOK
+	case *man:
+		writeMan(stdout, version)
+		return exitOK
+	case *showVersion:
+		fmt.Fprintf(stdout, "linkagg %s\n", version)
+		return exitOK
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, "linkagg: a command is needed: validate, plan, apply, down or status (see linkagg --help)")
+		return exitUsage
+	}
+
+	log := engine.NewLogger("linkagg", *verbose)
+	log.Stderr = stderr
+	e := engine.New(log)
+	if *interfaces != "" {
+		e.Load.Interfaces = *interfaces
+	}
+	if *confdir != "" {
+		e.Load.ConfDir = *confdir
+	}
+	if *rundir != "" {
+		e.Apply.RunDir = *rundir
+	}
+
+	cmd, operands := rest[0], rest[1:]
+	var err error
+	switch cmd {
+	case "validate":
+		err = validate(e, operands, stdout)
+	case "plan":
+		err = planCmd(e, operands, stdout)
+	case "apply":
+		err = withGroups(e, operands, func(gs []*parserGroup) error { return e.Up(gs, nil) })
+	case "down":
+		err = withGroups(e, operands, func(gs []*parserGroup) error { return e.Down(gs, false) })
+	case "status":
+		var drift bool
+		drift, err = status(e, operands, stdout)
+		if err == nil && drift {
+			return exitDrift
+		}
+	default:
+		fmt.Fprintf(stderr, "linkagg: unknown command %q: expected validate, plan, apply, down or status\n", cmd)
+		return exitUsage
+	}
+	if err == nil {
+		return exitOK
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(stderr, "linkagg: %s\n", line)
+	}
+	var ce *engine.ConfigError
+	if errors.As(err, &ce) {
+		return exitConfig
+	}
+	return exitKernel
+}
+
+type parserGroup = parser.Group
+
+func withGroups(e *engine.Engine, ids []string, f func([]*parser.Group) error) error {
+	cfg, err := e.Config()
+	if err != nil {
+		return err
+	}
+	gs, err := engine.Select(cfg, ids)
+	if err != nil {
+		return err
+	}
+	return f(gs)
+}
+
+func validate(e *engine.Engine, files []string, stdout io.Writer) error {
+	var groups []parser.Group
+	if len(files) == 0 {
+		cfg, err := e.Config()
+		if err != nil {
+			return err
+		}
+		groups = cfg.Groups
+	} else {
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return &engine.ConfigError{Err: err}
+			}
+			var gs []parser.Group
+			if filepath.Ext(f) == ".toml" {
+				gs, err = parser.ParseTOML(f, data)
+			} else {
+				gs, err = parser.ParseInterfaces(f, data)
+			}
+			if err != nil {
+				return &engine.ConfigError{Err: err}
+			}
+			groups = append(groups, gs...)
+		}
+		if err := parser.Validate(groups); err != nil {
+			return &engine.ConfigError{Err: err}
+		}
+	}
+	for _, g := range groups {
+		fmt.Fprintf(stdout, "%s: group %s: %d paths (tables %v), %d peers, mode %s\n", g.Pos, g.ID(), len(g.Tables), g.Tables, len(g.Peers), g.Mode)
+	}
+	fmt.Fprintf(stdout, "ok: %d groups\n", len(groups))
+	return nil
+}
+
+func planCmd(e *engine.Engine, ids []string, stdout io.Writer) error {
+	return withGroups(e, ids, func(gs []*parser.Group) error {
+		for _, g := range gs {
+			d, err := e.Desired(g, nil)
+			if err != nil {
+				return fmt.Errorf("%s: %w", g.ID(), err)
+			}
+			for _, l := range d.Commands() {
+				fmt.Fprintln(stdout, l)
+			}
+		}
+		return nil
+	})
+}
