@@ -1,0 +1,73 @@
+# linkagg-hooks. `make demo` shows the job, `make test` runs every test (installs what the tests need).
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+export CGO_ENABLED := 0
+GOFLAGS_BUILD := -trimpath -buildvcs=false $(if $(wildcard vendor/modules.txt),-mod=vendor) -ldflags "-s -w -buildid= -X main.version=$(VERSION)"
+BIN := build/bin
+DESTDIR ?=
+PREFIX ?= /usr
+
+# Debian packages the tests and the demo run against (real tools, no mocks)
+TEST_DEBS := iproute2 nftables iperf3 ifupdown systemd networkd-dispatcher dbus mptcpize util-linux procps python3 \
+	debhelper dpkg-dev lintian fakeroot
+
+.PHONY: all build test unit kernel e2e demo bench fuzz install deps clean vet
+
+all: build
+
+build:
+	mkdir -p $(BIN)
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' ':!vendor'))" || { gofmt -l $$(git ls-files '*.go' ':!vendor'); echo "gofmt needed"; exit 1; }
+
+# deps: install the Debian packages the tests need, only those missing
+deps:
+	@missing=$$(for p in $(TEST_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+unit:
+	$(GO) test -count=1 ./parser/ ./plan/ ./hooks/ ./cmd/...
+
+kernel:
+	$(GO) test -count=1 -p 1 ./apply/
+
+e2e: build
+	$(GO) test -count=1 -p 1 -timeout 30m ./tests/ -v -run 'E2E'
+
+test: deps vet build
+	$(GO) test -count=1 -p 1 -timeout 60m ./... 2>&1 | tee build/test.log
+
+demo: deps build
+	./tests/demo.sh
+
+bench: deps build
+	./tests/bench.sh
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseInterfaces -fuzztime 30s ./parser/
+	$(GO) test -run '^$$' -fuzz FuzzParseRspecEntry -fuzztime 30s ./parser/
+	$(GO) test -run '^$$' -fuzz FuzzParseTOML -fuzztime 30s ./parser/
+
+# install lays out exactly the files the Debian package ships
+install: build
+	install -D -m 0755 $(BIN)/linkagg $(DESTDIR)$(PREFIX)/sbin/linkagg
+	install -D -m 0755 $(BIN)/linkagg-ifupdown $(DESTDIR)$(PREFIX)/lib/linkagg/linkagg-ifupdown
+	for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do \
+	  install -d -m 0755 $(DESTDIR)/etc/network/$$d; \
+	  ln -sfn $(PREFIX)/lib/linkagg/linkagg-ifupdown $(DESTDIR)/etc/network/$$d/linkagg; done
+	install -D -m 0644 packaging/rt_protos.d/linkagg.conf $(DESTDIR)/etc/iproute2/rt_protos.d/linkagg.conf
+	install -d -m 0755 $(DESTDIR)/etc/linkagg
+	install -D -m 0644 packaging/examples/linkagg.toml.example $(DESTDIR)$(PREFIX)/share/doc/linkagg-hooks/examples/linkagg.toml.example
+	install -D -m 0644 packaging/examples/interfaces.example $(DESTDIR)$(PREFIX)/share/doc/linkagg-hooks/examples/interfaces.example
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man8
+	$(BIN)/linkagg --man > $(DESTDIR)$(PREFIX)/share/man/man8/linkagg.8
+
+-include packaging/deb.mk
+
+clean:
+	rm -rf build

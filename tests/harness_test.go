@@ -1,0 +1,251 @@
+// Package tests holds the end-to-end tests: two hosts in network namespaces joined by shaped veth links,
+// each configured only through its own /etc/network/interfaces and the real ifup/ifdown running our hooks.
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	repoRoot string
+	binDir   string // built binaries: linkagg, linkagg-ifupdown
+)
+
+func TestMain(m *testing.M) {
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Dir(filepath.Dir(file))
+	if os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "linkagg-e2e-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "./cmd/...")
+		cmd.Dir, cmd.Env = repoRoot, append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building the binaries: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		binDir = dir
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// needRoot skips without root, except under CI where a skipped end-to-end test is a failure.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("end-to-end tests need root, and CI=true forbids skipping them")
+		}
+		t.Skip("needs root (network namespaces)")
+	}
+	for _, tool := range []string{"ip", "nft", "iperf3", "ifup", "tc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is not installed (make deps installs it)", tool)
+			}
+			t.Skipf("%s is not installed (make deps installs it)", tool)
+		}
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Lab is two hosts A and B (namespaces PREFIX+"A"/"B") joined by len(rates) links.
+type Lab struct {
+	t      *testing.T
+	Prefix string
+	Rates  []int
+	dir    string
+}
+
+// NewLab starts the two hosts with unaddressed, down links; ifupdown configures them from each host's
+// interfaces file.
+func NewLab(t *testing.T, prefix string, rates ...int) *Lab {
+	t.Helper()
+	needRoot(t)
+	l := &Lab{t: t, Prefix: prefix, Rates: rates, dir: t.TempDir()}
+	var rs []string
+	for _, r := range rates {
+		rs = append(rs, fmt.Sprint(r))
+	}
+	cmd := exec.Command(filepath.Join(repoRoot, "tests/lab/twohost.sh"), "up", prefix, strings.Join(rs, " "))
+	cmd.Env = append(os.Environ(), "ADDR=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("twohost up: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(filepath.Join(repoRoot, "tests/lab/twohost.sh"), "down", prefix).Run() })
+	for _, h := range []string{"A", "B"} {
+		etc := l.Etc(h)
+		for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
+			if err := os.MkdirAll(filepath.Join(etc, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// installed as the package does: a symlink to the one hook binary
+			if err := os.Symlink(filepath.Join(binDir, "linkagg-ifupdown"), filepath.Join(etc, d, "linkagg")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return l
+}
+
+func (l *Lab) NS(h string) string  { return l.Prefix + h }
+func (l *Lab) Etc(h string) string { return filepath.Join(l.dir, "etc-"+h) }
+
+// Link is host h's end of link i.
+func (l *Lab) Link(h string, i int) string { return fmt.Sprintf("%s%s%d", l.Prefix, strings.ToLower(h), i) }
+
+func (l *Lab) WriteInterfaces(h, text string) {
+	l.t.Helper()
+	if err := os.MkdirAll(l.Etc(h), 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(l.Etc(h), "interfaces"), []byte(text), 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// Ifupdown runs the real ifup/ifdown in host h; it returns the output and the error.
+func (l *Lab) Ifupdown(h string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(repoRoot, "tests/lab/ifupdown-netns.sh"), append([]string{l.NS(h), l.Etc(h)}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (l *Lab) MustIfupdown(h string, args ...string) string {
+	l.t.Helper()
+	out, err := l.Ifupdown(h, args...)
+	if err != nil {
+		l.t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), l.NS(h), err, out)
+	}
+	return out
+}
+
+func (l *Lab) In(h string, args ...string) string {
+	l.t.Helper()
+	return run(l.t, "ip", append([]string{"netns", "exec", l.NS(h)}, args...)...)
+}
+
+// Kernel is what the tests read back from a host.
+type Kernel struct {
+	Rules  []map[string]any
+	Routes []map[string]any // all tables
+	Nft    string           // `nft list ruleset`
+	Links  []map[string]any
+}
+
+func (l *Lab) Kernel(h string) Kernel {
+	l.t.Helper()
+	var k Kernel
+	jsonInto(l.t, l.In(h, "ip", "-j", "rule", "show"), &k.Rules)
+	jsonInto(l.t, l.In(h, "ip", "-j", "route", "show", "table", "all"), &k.Routes)
+	jsonInto(l.t, l.In(h, "ip", "-j", "link", "show"), &k.Links)
+	k.Nft = l.In(h, "nft", "list", "ruleset")
+	return k
+}
+
+func jsonInto(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("parsing %q: %v", s, err)
+	}
+}
+
+// Ours returns the rules and routes that carry our protocol (76, "linkagg" where rt_protos names it).
+func (k Kernel) Ours() (rules, routes []map[string]any) {
+	for _, r := range k.Rules {
+		if p := fmt.Sprint(r["protocol"]); p == "76" || p == "linkagg" {
+			rules = append(rules, r)
+		}
+	}
+	for _, r := range k.Routes {
+		if p := fmt.Sprint(r["protocol"]); p == "76" || p == "linkagg" {
+			routes = append(routes, r)
+		}
+	}
+	return
+}
+
+func (k Kernel) HasLink(name string) bool {
+	for _, l := range k.Links {
+		if l["ifname"] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// TxBytes reads the transmit byte counters of host h's links.
+func (l *Lab) TxBytes(h string) []uint64 {
+	l.t.Helper()
+	var out []uint64
+	for i := range l.Rates {
+		s := strings.TrimSpace(l.In(h, "cat", "/sys/class/net/"+l.Link(h, i)+"/statistics/tx_bytes"))
+		var v uint64
+		fmt.Sscan(s, &v)
+		out = append(out, v)
+	}
+	return out
+}
+
+// Iperf runs one TCP flow from A to dst for secs seconds and returns the received Mbit/s.
+func (l *Lab) Iperf(dst string, secs int) float64 {
+	l.t.Helper()
+	port := fmt.Sprint(5201 + time.Now().Nanosecond()%500)
+	srv := exec.Command("ip", "netns", "exec", l.NS("B"), "iperf3", "-s", "-1", "-p", port)
+	if err := srv.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	defer func() {
+		// the server exits after one test; if the client failed, it never will
+		done := make(chan struct{})
+		go func() { srv.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			srv.Process.Kill()
+			<-done
+		}
+	}()
+	for i := 0; i < 50; i++ {
+		if strings.Contains(l.In("B", "ss", "-ltn"), ":"+port) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out := l.In("A", "timeout", fmt.Sprint(secs+20), "iperf3", "-c", dst, "-p", port, "-t", fmt.Sprint(secs), "-J")
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	jsonInto(l.t, out, &res)
+	return res.End.SumReceived.BitsPerSecond / 1e6
+}
+
+func (l *Lab) Sysctl(h, key string) string {
+	l.t.Helper()
+	return strings.TrimSpace(l.In(h, "cat", "/proc/sys/"+key))
+}
