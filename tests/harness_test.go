@@ -113,7 +113,9 @@ func (l *Lab) NS(h string) string  { return l.Prefix + h }
 func (l *Lab) Etc(h string) string { return filepath.Join(l.dir, "etc-"+h) }
 
 // Link is host h's end of link i.
-func (l *Lab) Link(h string, i int) string { return fmt.Sprintf("%s%s%d", l.Prefix, strings.ToLower(h), i) }
+func (l *Lab) Link(h string, i int) string {
+	return fmt.Sprintf("%s%s%d", l.Prefix, strings.ToLower(h), i)
+}
 
 func (l *Lab) WriteInterfaces(h, text string) {
 	l.t.Helper()
