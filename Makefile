@@ -40,7 +40,7 @@ e2e: build
 	$(GO) test -count=1 -p 1 -timeout 30m ./tests/ -v -run 'E2E'
 
 test: deps vet build
-	$(GO) test -count=1 -p 1 -timeout 60m ./... 2>&1 | tee build/test.log
+	set -o pipefail; $(GO) test -count=1 -p 1 -timeout 60m ./... 2>&1 | tee build/test.log
 
 demo: deps build
 	./tests/demo.sh
