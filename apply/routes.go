@@ -151,6 +151,22 @@ func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
 	}
 	var wants []want
 	fams := map[int]bool{}
+	// one link dump for all routes: a lookup per route opens a netlink socket each, which made a no-op
+	// apply of 254 peers x 4 paths cost ~100 ms
+	var byName map[string]int
+	index := func(name string) (int, error) {
+		if byName == nil {
+			links, err := linkList()
+			if err != nil {
+				return 0, fmt.Errorf("listing links: %w", err)
+			}
+			byName = make(map[string]int, len(links))
+			for _, l := range links {
+				byName[l.Attrs().Name] = l.Attrs().Index
+			}
+		}
+		return byName[name], nil
+	}
 	for _, r := range d.Routes {
 		k := routeKey{Table: r.Table, Dst: r.Dst.Masked(), Gw: r.Gateway, Src: r.Src}
 		if k.Table == 0 {
@@ -159,10 +175,10 @@ func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
 		if r.Dev != "" {
 			if r.Dev == d.TUN.Name && tunIndex != 0 {
 				k.Dev = tunIndex
-			} else if l, err := linkByName(r.Dev); err != nil {
+			} else if idx, err := index(r.Dev); err != nil {
 				return err
-			} else if l != nil {
-				k.Dev = l.Attrs().Index
+			} else if idx != 0 {
+				k.Dev = idx
 			} else if !t.dry {
 				return fmt.Errorf("route %s table %s: device %s does not exist", r.Dst, tableName(k.Table), r.Dev)
 			} else {
