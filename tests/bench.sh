@@ -88,40 +88,47 @@ PY
 }
 
 applytime() {
-  local peers=$1 paths=4 ns=lgbapply
-  echo "== apply time, $peers peers x $paths paths, $REPEAT runs, median"
+  local peers=$1 paths=$2 ns=lgbapply i
+  echo "== apply time, $peers peers x $paths paths, $REPEAT runs, median (timed inside the namespace)"
   ip netns del $ns 2>/dev/null || true; ip netns add $ns; ip -n $ns link set lo up
   for ((i = 0; i < paths; i++)); do
     ip -n $ns link add lgv$i type veth peer name lgw$i
     ip -n $ns addr add 10.95.$i.10/24 dev lgv$i; ip -n $ns link set lgv$i up; ip -n $ns link set lgw$i up
   done
-  H=A; config 10 "1 1 1 1" $paths $((peers - 1))
-  local t_apply=() t_noop=() t_script=()
-  for rep in $(seq "$REPEAT"); do
-    t0=$(date +%s%N); linkagg $ns apply >/dev/null; t1=$(date +%s%N)
-    linkagg $ns apply >/dev/null; t2=$(date +%s%N)
-    t_apply+=($(( (t1 - t0) / 1000 ))); t_noop+=($(( (t2 - t1) / 1000 )))
-    linkagg $ns plan | grep -v '^ip tuntap' > "$work/plan.sh"
-    linkagg $ns down >/dev/null
-    ip -n $ns tuntap add mode tun name tun0
-    t0=$(date +%s%N); ip netns exec $ns bash "$work/plan.sh" >/dev/null 2>&1; t1=$(date +%s%N)
-    t_script+=($(( (t1 - t0) / 1000 )))
-    ip netns exec $ns nft delete table ip linkagg_tun0; ip -n $ns link del tun0
-    ip -n $ns rule flush; ip -n $ns rule add pref 32766 lookup main; ip -n $ns rule add pref 32767 lookup default
-    for t in 50000 50001 50002 50003; do ip -n $ns route flush table $t; done
-  done
-  local a n s
-  a=$(python3 -c "import statistics,sys; print('%.1f' % (statistics.median([int(x) for x in sys.argv[1:]])/1000))" "${t_apply[@]}")
-  n=$(python3 -c "import statistics,sys; print('%.1f' % (statistics.median([int(x) for x in sys.argv[1:]])/1000))" "${t_noop[@]}")
-  s=$(python3 -c "import statistics,sys; print('%.1f' % (statistics.median([int(x) for x in sys.argv[1:]])/1000))" "${t_script[@]}")
+  local w=""; for ((i = 0; i < paths; i++)); do w+=" 1"; done
+  H=A; config 10 "${w# }" $paths $((peers - 1))
+  # the script: the plan's own ip/nft/sysctl commands, one process each, as an admin's script would run them
+  linkagg $ns plan | grep -v '^ip tuntap' > "$work/plan.sh"
+  local L="$bin/linkagg --interfaces $work/A.interfaces --confdir $work/none --run-dir $work/run-$ns"
+  ip netns exec $ns bash -s "$REPEAT" "$L" "$work/plan.sh" "$paths" > "$work/times" <<'INNER'
+    rep=$1 L=$2 script=$3 paths=$4
+    now() { date +%s%N; }
+    for r in $(seq "$rep"); do
+      t0=$(now); $L --version >/dev/null; t1=$(now); echo "start $(( (t1 - t0) / 1000 ))"
+      t0=$(now); $L apply; t1=$(now); echo "apply $(( (t1 - t0) / 1000 ))"
+      t0=$(now); $L apply; t1=$(now); echo "noop $(( (t1 - t0) / 1000 ))"
+      t0=$(now); $L down; t1=$(now); echo "down $(( (t1 - t0) / 1000 ))"
+      ip tuntap add mode tun name tun0
+      t0=$(now); bash "$script" >/dev/null 2>&1; t1=$(now); echo "script $(( (t1 - t0) / 1000 ))"
+      nft delete table ip linkagg_tun0; ip link del tun0
+      ip rule flush; ip rule add pref 32766 lookup main; ip rule add pref 32767 lookup default
+      for ((i = 0; i < paths; i++)); do ip route flush table $((50000 + i)); done
+    done
+INNER
+  med() { python3 -c "import statistics,sys; print('%.1f' % (statistics.median([int(x) for x in sys.argv[1:]])/1000))" $(awk -v k=$1 '$1==k {print $2}' "$work/times"); }
+  local st=$(med start) a=$(med apply) n=$(med noop) d=$(med down) s=$(med script)
+  printf '  process start (linkagg --version): %8s ms   (this machine: /bin/true alone takes several ms)\n' "$st"
   printf '  linkagg apply (from nothing):      %8s ms\n' "$a"
   printf '  linkagg apply (no change):         %8s ms\n' "$n"
-  printf '  ip/nft/sysctl script, same state:  %8s ms   (%.1fx the linkagg time)\n' "$s" "$(python3 -c "print($s/$a)")"
+  printf '  linkagg down:                      %8s ms\n' "$d"
+  printf '  ip/nft/sysctl script, same state:  %8s ms   (%.1fx the linkagg apply time)\n' "$s" "$(python3 -c "print($s/$a)")"
   ip netns del $ns
 }
 
 mkdir -p "$work/none"
-goodput "300 200" "3 2"
-goodput "250 250 250 250" "1 1 1 1"
-applytime 4
-applytime 254
+[ -n "${SKIP_GOODPUT:-}" ] || goodput "300 200" "3 2"
+[ -n "${SKIP_GOODPUT:-}" ] || goodput "250 250 250 250" "1 1 1 1"
+applytime 4 4
+applytime 254 4
+for b in "$top"/tests/bench-*.sh; do [ -x "$b" ] && "$b"; done
+exit 0

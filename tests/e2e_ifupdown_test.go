@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -39,7 +40,12 @@ func seedNICs(l *Lab, h string, host int) string {
 // state, that one TCP flow puts bytes on all four links in equal shares, and that `ifdown -a` leaves no
 // residue of ours.
 func TestE2EIfupdownSeed(t *testing.T) {
-	l := NewLab(t, "e2s", 250, 250, 250, 250)
+	needRoot(t)
+	seedE2E(t, NewLab(t, "e2s", 250, 250, 250, 250))
+}
+
+func seedE2E(t *testing.T, l *Lab) {
+	t.Helper()
 	for _, h := range []struct {
 		name string
 		host int
@@ -90,7 +96,7 @@ func TestE2EIfupdownSeed(t *testing.T) {
 	t.Logf("one flow over 4x250 Mbit/s: %.1f Mbit/s", mbit)
 
 	// idempotent: a second ifup of the group changes nothing (apply reports zero writes)
-	out := l.In("A", "sh", "-c", "mount --bind "+l.Etc("A")+" /etc/network && mount -t tmpfs tmpfs /run && mkdir -p /run/linkagg && mount --bind "+l.Etc("A")+"/run-linkagg /run/linkagg && "+binDir+"/linkagg -v apply tun0")
+	out := l.In("A", "sh", "-c", "mount --bind "+l.Etc("A")+" /etc/network && mount -t tmpfs tmpfs /run && mkdir -p /run/linkagg && mount --bind "+l.Etc("A")+"/run-linkagg /run/linkagg && "+filepath.Join(binDir, "linkagg")+" -v apply tun0")
 	if !strings.Contains(out, "0 kernel writes") {
 		t.Errorf("second apply was not a no-op: %s", out)
 	}

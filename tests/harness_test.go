@@ -82,6 +82,12 @@ type Lab struct {
 // interfaces file.
 func NewLab(t *testing.T, prefix string, rates ...int) *Lab {
 	t.Helper()
+	return NewLabWithHook(t, filepath.Join(binDir, "linkagg-ifupdown"), prefix, rates...)
+}
+
+// NewLabWithHook is NewLab with the ifupdown hooks pointing at hook (e.g. the binary of the built package).
+func NewLabWithHook(t *testing.T, hook, prefix string, rates ...int) *Lab {
+	t.Helper()
 	needRoot(t)
 	l := &Lab{t: t, Prefix: prefix, Rates: rates, dir: t.TempDir()}
 	var rs []string
@@ -101,7 +107,7 @@ func NewLab(t *testing.T, prefix string, rates ...int) *Lab {
 				t.Fatal(err)
 			}
 			// installed as the package does: a symlink to the one hook binary
-			if err := os.Symlink(filepath.Join(binDir, "linkagg-ifupdown"), filepath.Join(etc, d, "linkagg")); err != nil {
+			if err := os.Symlink(hook, filepath.Join(etc, d, "linkagg")); err != nil {
 				t.Fatal(err)
 			}
 		}

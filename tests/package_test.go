@@ -80,6 +80,9 @@ func needPackaging(t *testing.T) {
 // runs from dh_auto_test, are left to `make unit` here (nocheck).
 func buildDeb(t *testing.T) string {
 	t.Helper()
+	if builtDeb != "" {
+		return builtDeb
+	}
 	start := time.Now()
 	cmd := exec.Command("make", "deb")
 	cmd.Dir = repoRoot
@@ -96,7 +99,25 @@ func buildDeb(t *testing.T) string {
 		t.Fatalf("%s was not rebuilt by make deb (%v)", debs[0], err)
 	}
 	t.Logf("built %s in %s", debs[0], time.Since(start).Round(time.Second))
-	return debs[0]
+	builtDeb = debs[0]
+	return builtDeb
+}
+
+// builtDeb is the package made by the first buildDeb of this test run.
+var builtDeb string
+
+// TestPackageSeedE2E runs the core's two-host end-to-end test once with the ifupdown hooks as the package
+// ships them: the hook binary unpacked from the .deb.
+func TestPackageSeedE2E(t *testing.T) {
+	needPackaging(t)
+	deb := buildDeb(t)
+	root := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, root)
+	hook := filepath.Join(root, "usr/lib/linkagg/linkagg-ifupdown")
+	if target, err := os.Readlink(filepath.Join(root, "etc/network/if-up.d/linkagg")); err != nil || target != "/usr/lib/linkagg/linkagg-ifupdown" {
+		t.Fatalf("the package's if-up.d/linkagg is not a link to the hook binary: %q %v", target, err)
+	}
+	seedE2E(t, NewLabWithHook(t, hook, "e2p", 250, 250, 250, 250))
 }
 
 // droot is a disposable root: an overlay of / in a private mount namespace.
