@@ -85,6 +85,13 @@ func syncSysctls(t *txn, group string, want []plan.Sysctl, st sysctlState) error
 			present++
 			continue
 		}
+		// write-ahead: the original value is on disk before we change it, so a run killed right after the
+		// write still restores it at teardown
+		if !t.dry && t.o.RunDir != "" {
+			if err := walSysctlState(t, st); err != nil {
+				return fmt.Errorf("saving sysctl state: %w", err)
+			}
+		}
 		if err := setSysctl(t, s.Key, cur, s.Value, "set"); err != nil {
 			return err
 		}
@@ -143,4 +150,28 @@ func releaseAllSysctls(t *txn, group string, st sysctlState) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// walSysctlState saves st before a sysctl write. The first time in a run it also journals putting the
+// file back as it was, so a rolled-back run leaves the run dir as it found it.
+func walSysctlState(t *txn, st sysctlState) error {
+	path := sysctlFile(t.o.RunDir)
+	if !t.sysctlWAL {
+		prev, err := os.ReadFile(path)
+		existed := err == nil
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		t.undos = append(t.undos, undo{"write-ahead sysctl state", func() error {
+			if existed {
+				return os.WriteFile(path, prev, 0o644)
+			}
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			return nil
+		}})
+		t.sysctlWAL = true
+	}
+	return saveSysctlState(t.o.RunDir, st)
 }

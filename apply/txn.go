@@ -50,6 +50,8 @@ type txn struct {
 	undos  []undo
 	drift  map[string][]string // kind -> lines (dry run)
 	counts map[string]*Kind    // kind -> desired/present (Status)
+	// sysctlWAL: the sysctl state was saved ahead of a write in this run (undo puts the old file back)
+	sysctlWAL bool
 }
 
 type undo struct {
