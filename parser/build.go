@@ -261,6 +261,9 @@ func build(r *rawGroup) (Group, error) {
 		g.RulePriority = n
 	}
 
+	if err := buildMPTCP(r, &g); err != nil {
+		return g, err
+	}
 	if err := buildRspec(r, &g); err != nil {
 		return g, err
 	}

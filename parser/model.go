@@ -87,6 +87,7 @@ type Group struct {
 	MarkMask     uint32
 	RulePriority int
 	Mode         Mode
+	MPTCP        MPTCP // knobs of mode mptcp/hybrid (parser/mptcp.go)
 
 	Peers []Peer // every rspec entry but our own, in file order
 

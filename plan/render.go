@@ -41,6 +41,9 @@ func (d Desired) Commands() []string {
 	for _, r := range d.Rules {
 		add("ip %s rule add %s", ipf, r.String())
 	}
+	if d.MPTCP != nil {
+		out = append(out, d.MPTCP.Commands(d.Paths)...)
+	}
 	if d.Nft != nil {
 		out = append(out, d.Nft.Script()...)
 	}
@@ -75,6 +78,9 @@ func (r Route) String() string {
 }
 
 func (r Rule) String() string {
+	if r.Src.IsValid() {
+		return fmt.Sprintf("from %s lookup %d pref %d proto %d", r.Src, r.Table, r.Priority, RouteProtocol)
+	}
 	return fmt.Sprintf("fwmark %#x/%#x lookup %d pref %d proto %d", r.Mark, r.Mask, r.Table, r.Priority, RouteProtocol)
 }
 
@@ -103,6 +109,9 @@ func (n *Nft) Script() []string {
 		elems = append(elems, fmt.Sprintf("%d : goto %s", i, ChainName(m)))
 	}
 	out = append(out, "  chain route {", "    type route hook output priority mangle; policy accept;")
+	if n.SkipMPTCP {
+		out = append(out, "    meta l4proto tcp tcp option mptcp exists return")
+	}
 	for _, fn := range n.Fakenets {
 		out = append(out, fmt.Sprintf("    %s daddr %s numgen inc mod %d vmap { %s }", fam, fn, len(n.Sequence), strings.Join(elems, ", ")))
 	}
