@@ -61,6 +61,17 @@ install: build
 	  install -d -m 0755 $(DESTDIR)/etc/network/$$d; \
 	  ln -sfn $(PREFIX)/lib/linkagg/linkagg-ifupdown $(DESTDIR)/etc/network/$$d/linkagg; done
 	install -D -m 0644 packaging/rt_protos.d/linkagg.conf $(DESTDIR)/etc/iproute2/rt_protos.d/linkagg.conf
+	install -D -m 0755 $(BIN)/linkagg-networkd $(DESTDIR)$(PREFIX)/lib/linkagg/linkagg-networkd
+	for s in routable degraded carrier no-carrier off; do \
+	  install -d -m 0755 $(DESTDIR)/etc/networkd-dispatcher/$$s.d; \
+	  ln -sfn $(PREFIX)/lib/linkagg/linkagg-networkd $(DESTDIR)/etc/networkd-dispatcher/$$s.d/50-linkagg; done
+	install -D -m 0644 packaging/networkd/linkagg.conf $(DESTDIR)/etc/systemd/networkd.conf.d/linkagg.conf
+	install -D -m 0644 packaging/systemd/linkagg-watch.service $(DESTDIR)/lib/systemd/system/linkagg-watch.service
+	install -D -m 0644 packaging/networkd/linkagg-tun0.netdev.example $(DESTDIR)$(PREFIX)/share/doc/linkagg-hooks/examples/linkagg-tun0.netdev.example
+	for f in README two-nic/10-eth0.network two-nic/10-eth1.network two-nic/tun0.toml two-nic/tun0-v6.toml \
+	  four-nic/10-eth0.network four-nic/10-eth1.network four-nic/10-eth2.network four-nic/10-eth3.network \
+	  four-nic/tun0.toml four-nic/tun0-v6.toml; do \
+	  install -D -m 0644 packaging/examples/networkd/$$f $(DESTDIR)$(PREFIX)/share/doc/linkagg-hooks/examples/networkd/$$f; done
 	install -d -m 0755 $(DESTDIR)/etc/linkagg
 	install -D -m 0644 packaging/examples/linkagg.toml.example $(DESTDIR)$(PREFIX)/share/doc/linkagg-hooks/examples/linkagg.toml.example
 	install -D -m 0644 packaging/examples/interfaces.example $(DESTDIR)$(PREFIX)/share/doc/linkagg-hooks/examples/interfaces.example

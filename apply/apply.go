@@ -24,6 +24,9 @@ func Apply(d plan.Desired, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer unlock()
+	if err := precheck(d); err != nil { // foreign state in our way: refuse before the first write
+		return Result{}, fmt.Errorf("apply %s: %w", d.Group, err)
+	}
 	st, err := loadGroupState(o.RunDir, d.Group)
 	if err != nil {
 		return Result{}, err
@@ -167,6 +170,9 @@ func converge(t *txn, d plan.Desired, st *groupState, sst sysctlState) error {
 	if err := syncRules(t, d); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
+	if err := syncMPTCP(t, d); err != nil {
+		return fmt.Errorf("mptcp: %w", err)
+	}
 	if err := syncNft(t, d, st.Nft); err != nil {
 		return fmt.Errorf("nft: %w", err)
 	}
@@ -212,6 +218,7 @@ func Down(d plan.Desired, o DownOptions) (Result, error) {
 	}
 	step("nft", removeNft(t, d))
 	step("rules", removeRules(t, d))
+	step("mptcp", removeMPTCP(t, d))
 	step("routes", removeRoutes(t, d, tunIndex))
 	step("sysctls", releaseAllSysctls(t, d.Group, sst))
 
@@ -258,6 +265,7 @@ type Report struct {
 	Kinds     []Kind   // tun, addresses, sysctls, routes, rules, nft
 	Drift     []string // every change Apply would make, in order
 	Converged bool
+	MPTCP     *MPTCPStatus // mode mptcp/hybrid: endpoints and limits as found
 }
 
 // TUNStatus is the device as found.
@@ -297,7 +305,10 @@ func Status(d plan.Desired) (Report, error) {
 	if err := converge(t, d, &st, sysctlState{}); err != nil {
 		return r, err
 	}
-	order := []string{"tun", "link", "addresses", "sysctls", "routes", "rules", "nft"}
+	if r.MPTCP, err = mptcpStatus(d); err != nil {
+		return r, err
+	}
+	order := []string{"tun", "link", "addresses", "sysctls", "routes", "rules", "mptcp", "nft"}
 	for _, k := range order {
 		c := t.counts[k]
 		lines := t.drift[k]
@@ -336,6 +347,9 @@ func (r Report) String() string {
 		for _, d := range k.Drift {
 			fmt.Fprintf(&b, "    drift: %s\n", d)
 		}
+	}
+	if r.MPTCP != nil {
+		b.WriteString(r.MPTCP.String())
 	}
 	return b.String()
 }

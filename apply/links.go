@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -142,17 +143,17 @@ func checkTunDevice() error {
 func tunCreateError(name string, err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-		return fmt.Errorf("cannot create tun device %s: permission denied (needs CAP_NET_ADMIN and access to /dev/net/tun): %w", name, err)
+		return fmt.Errorf("permission denied (needs CAP_NET_ADMIN and access to /dev/net/tun): %w", err)
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO):
-		return fmt.Errorf("cannot create tun device %s: /dev/net/tun is missing or the tun module is not loaded: %w", name, err)
+		return fmt.Errorf("/dev/net/tun is missing or the tun module is not loaded: %w", err)
 	}
-	return fmt.Errorf("cannot create tun device %s: %w", name, err)
+	return err
 }
 
 // createTUN makes a persistent TUN with our alias.
 func createTUN(name string) error {
 	if err := checkTunDevice(); err != nil {
-		return fmt.Errorf("cannot create tun device %s: %w", name, err)
+		return err
 	}
 	tt := &netlink.Tuntap{
 		LinkAttrs: netlink.LinkAttrs{Name: name},
@@ -189,14 +190,36 @@ func ensureTUN(t *txn, name string) (netlink.Link, error) {
 	if err != nil {
 		return nil, err
 	}
+	// the marker says "we are creating this TUN": a run killed between creating the device and setting its
+	// alias leaves it, and the next run adopts the device instead of taking it for the user's
+	marker := ""
+	if t.o.RunDir != "" {
+		marker = filepath.Join(t.o.RunDir, name+".creating")
+	}
 	if l != nil {
 		if !isTun(l) {
 			return nil, fmt.Errorf("%s exists and is a %s, not a tun device", name, linkKind(l))
 		}
+		if _, err := os.Stat(marker); err == nil && !t.dry && l.Attrs().Alias != plan.LinkAlias {
+			if err := t.do("link", fmt.Sprintf("adopt tun device %s (created by an interrupted run)", name),
+				func() error { return netlink.LinkSetAlias(l, plan.LinkAlias) }, nil); err != nil {
+				return nil, err
+			}
+			os.Remove(marker)
+			return linkByName(name)
+		}
 		return l, nil
 	}
 	err = t.do("link", fmt.Sprintf("create tun device %s", name),
-		func() error { return createTUN(name) },
+		func() error {
+			if marker != "" {
+				if err := os.WriteFile(marker, nil, 0o644); err != nil {
+					return err
+				}
+				defer os.Remove(marker)
+			}
+			return createTUN(name)
+		},
 		func() error { return deleteLinkByName(name) })
 	if err != nil || t.dry {
 		return nil, err

@@ -77,7 +77,7 @@ func nftConverged(c *nftables.Conn, tab *nftables.Table, n *plan.Nft, tag string
 	if err != nil {
 		return false, fmt.Errorf("listing nft chains: %w", err)
 	}
-	want := map[string]int{RouteChain: len(n.Fakenets)}
+	want := map[string]int{RouteChain: len(n.Fakenets) + b2i(n.SkipMPTCP)}
 	for _, m := range n.Sequence {
 		want[MarkChain(m)] = 1
 	}
@@ -137,6 +137,16 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 				Mask: binaryutil.NativeEndian.PutUint32(^n.Mask), Xor: binaryutil.NativeEndian.PutUint32(m)},
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+		}})
+	}
+	if n.SkipMPTCP {
+		// mode hybrid: `meta l4proto tcp tcp option mptcp exists return` (TCP option kind 30)
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 30, Offset: 0, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+			&expr.Verdict{Kind: expr.VerdictReturn},
 		}})
 	}
 	for _, fn := range n.Fakenets {
@@ -207,7 +217,11 @@ func describeNft(n *plan.Nft) string {
 	for _, f := range n.Fakenets {
 		fns = append(fns, f.String())
 	}
-	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]", famName(n.Family), n.Table, strings.Join(fns, ","), strings.Join(seq, " "))
+	skip := ""
+	if n.SkipMPTCP {
+		skip = ", MPTCP segments unmarked"
+	}
+	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]%s", famName(n.Family), n.Table, strings.Join(fns, ","), strings.Join(seq, " "), skip)
 }
 
 func famName(f parser.Family) string {
@@ -313,6 +327,12 @@ func removeNft(t *txn, d plan.Desired) error {
 			return err
 		}
 		if tab == nil {
+			continue
+		}
+		if ok, err := nftOwned(c, tab, d.Group); err != nil {
+			return err
+		} else if !ok {
+			t.logf("leaving nft table %s %s: it is not linkagg's (no linkagg:%s tag)", famName(d.Family), name, d.Group)
 			continue
 		}
 		if err := t.do("nft", fmt.Sprintf("delete nft table %s %s", famName(d.Family), name),

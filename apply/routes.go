@@ -308,6 +308,7 @@ func removeRoutes(t *txn, d plan.Desired, tunIndex int) error {
 // ---- rules ----
 
 type ruleKey struct {
+	Src        netip.Prefix // MPTCP modes: `from Src`, no mark
 	Mark, Mask uint32
 	Table      int
 	Priority   int
@@ -315,6 +316,9 @@ type ruleKey struct {
 
 func keyOfRule(r netlink.Rule) ruleKey {
 	k := ruleKey{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
+	if r.Src != nil {
+		k.Src, _ = ipnetPrefix(r.Src)
+	}
 	if r.Mask != nil {
 		k.Mask = *r.Mask
 	} else if r.Mark != 0 {
@@ -330,9 +334,13 @@ func ownedRule(r netlink.Rule, tables []int) bool {
 func newRule(fam int, k ruleKey) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = fam
-	r.Mark = k.Mark
-	mask := k.Mask
-	r.Mask = &mask
+	if k.Src.IsValid() {
+		r.Src = prefixIPNet(k.Src)
+	} else {
+		r.Mark = k.Mark
+		mask := k.Mask
+		r.Mask = &mask
+	}
 	r.Table = k.Table
 	r.Priority = k.Priority
 	r.Protocol = plan.RouteProtocol
@@ -349,6 +357,9 @@ func describeRule(fam int, k ruleKey) string {
 	if fam == netlink.FAMILY_V6 {
 		f = "-6"
 	}
+	if k.Src.IsValid() {
+		return fmt.Sprintf("rule %s from %s lookup %d pref %d proto linkagg", f, k.Src, k.Table, k.Priority)
+	}
 	return fmt.Sprintf("rule %s fwmark %#x/%#x lookup %d pref %d proto linkagg", f, k.Mark, k.Mask, k.Table, k.Priority)
 }
 
@@ -360,7 +371,7 @@ func syncRules(t *txn, d plan.Desired) error {
 		if r.Family != 0 && familyOf(r.Family) != fam {
 			return fmt.Errorf("rule fwmark %#x lookup %d is %s in an %s group", r.Mark, r.Table, r.Family, d.Family)
 		}
-		wants = append(wants, ruleKey{Mark: r.Mark, Mask: r.Mask, Table: r.Table, Priority: r.Priority})
+		wants = append(wants, ruleKey{Src: r.Src, Mark: r.Mark, Mask: r.Mask, Table: r.Table, Priority: r.Priority})
 	}
 	all, err := listRules(fam)
 	if err != nil {

@@ -17,8 +17,9 @@ const MainTable = 254
 // which need not be the path's own link (a router reachable on one subnet serves every table).
 func Build(in Input) (Desired, error) {
 	g := in.Group
-	if g.Mode != "" && g.Mode != parser.ModePacket {
-		return Desired{}, fmt.Errorf("%s: mode %s is not supported by this version of linkagg (only mode packet)", g.OptPos["mode"], g.Mode)
+	mode := g.Mode
+	if mode == "" {
+		mode = parser.ModePacket
 	}
 	bits := 32
 	if g.Family == parser.Inet6 {
@@ -27,7 +28,7 @@ func Build(in Input) (Desired, error) {
 	d := Desired{
 		Group:  g.ID(),
 		Family: g.Family,
-		Mode:   parser.ModePacket,
+		Mode:   mode,
 		TUN:    TUN{Name: g.Iface, MTU: g.MTU},
 		VIP:    netip.PrefixFrom(g.VIP, bits),
 	}
@@ -51,7 +52,9 @@ func Build(in Input) (Desired, error) {
 
 	for _, i := range active {
 		p := d.Paths[i]
-		d.Rules = append(d.Rules, Rule{Family: g.Family, Mark: p.Mark, Mask: g.MarkMask, Table: p.Table, Priority: g.RulePriority})
+		if mode != parser.ModeMPTCP { // MPTCP subflows are routed by their source address (buildMPTCP), never by marks
+			d.Rules = append(d.Rules, Rule{Family: g.Family, Mark: p.Mark, Mask: g.MarkMask, Table: p.Table, Priority: g.RulePriority})
+		}
 		for _, peer := range g.Peers {
 			gw := peer.Gateways[i]
 			l := linkForGateway(links, gw)
@@ -62,12 +65,12 @@ func Build(in Input) (Desired, error) {
 		}
 	}
 
-	if len(active) > 0 {
+	if len(active) > 0 && mode != parser.ModeMPTCP {
 		weights := make([]int, len(active))
 		for k, i := range active {
 			weights[k] = d.Paths[i].Weight
 		}
-		n := &Nft{Family: g.Family, Table: NftTablePrefix + g.Iface, Fakenets: maskedAll(g.Fakenets), Mask: g.MarkMask}
+		n := &Nft{Family: g.Family, Table: NftTablePrefix + g.Iface, Fakenets: maskedAll(g.Fakenets), Mask: g.MarkMask, SkipMPTCP: mode == parser.ModeHybrid}
 		for _, k := range Sequence(weights) {
 			n.Sequence = append(n.Sequence, d.Paths[active[k]].Mark)
 		}
@@ -75,14 +78,17 @@ func Build(in Input) (Desired, error) {
 	}
 
 	d.Sysctls = memberSysctls(g.Family, d.Paths, links)
+	if mode != parser.ModePacket {
+		buildMPTCP(g, &d, active, bits)
+	}
 	return d, nil
 }
 
-// usableLinks drops links that are down or being taken down.
+// usableLinks drops links that are down or being taken down (and, with UseCarrier, those without carrier).
 func usableLinks(in Input) []Local {
 	var out []Local
 	for _, l := range in.Links {
-		if l.Up && !slices.Contains(in.Exclude, l.Name) && l.Name != in.Group.Iface {
+		if l.Up && (!in.UseCarrier || l.Carrier) && !slices.Contains(in.Exclude, l.Name) && l.Name != in.Group.Iface {
 			out = append(out, l)
 		}
 	}

@@ -37,6 +37,9 @@ type Input struct {
 	Group   parser.Group
 	Links   []Local
 	Exclude []string
+	// UseCarrier plans a link that is up without carrier as down. Only planners that get an event when the
+	// carrier returns may set it (networkd-dispatcher, `linkagg watch`); otherwise the path would stay out.
+	UseCarrier bool
 }
 
 // PathState says whether a path can carry traffic now.
@@ -74,9 +77,11 @@ type Route struct {
 	Src     netip.Addr // preferred source; invalid = none
 }
 
-// Rule is one `ip rule fwmark Mark/Mask lookup Table pref Priority proto linkagg`.
+// Rule is one `ip rule fwmark Mark/Mask lookup Table pref Priority proto linkagg`, or with Src valid (MPTCP
+// modes) `ip rule from Src lookup Table ...` and no mark.
 type Rule struct {
 	Family   parser.Family
+	Src      netip.Prefix
 	Mark     uint32
 	Mask     uint32
 	Table    int
@@ -91,6 +96,9 @@ type Nft struct {
 	Fakenets []netip.Prefix
 	Mask     uint32
 	Sequence []uint32 // marks in the smooth weighted order; len = K = sum of reduced weights
+	// SkipMPTCP (mode hybrid): TCP segments carrying an MPTCP option leave the chain unmarked first, so a
+	// subflow is never striped across links.
+	SkipMPTCP bool `json:",omitempty"`
 }
 
 // Sysctl is one value under /proc/sys, e.g. Key "net/ipv4/conf/eth0/rp_filter", Value "2".
@@ -111,4 +119,5 @@ type Desired struct {
 	Rules   []Rule
 	Nft     *Nft // nil when no path is active
 	Sysctls []Sysctl
+	MPTCP   *MPTCP // mode mptcp or hybrid (plan/mptcp.go)
 }

@@ -23,30 +23,51 @@ const debPkg = "linkagg-hooks"
 
 // debFiles is every non-directory the package ships: path → "type mode owner [link target]".
 var debFiles = map[string]string{
-	"/etc/iproute2/rt_protos.d/linkagg.conf":                     "f 644 root:root",
-	"/etc/linkagg/README":                                        "f 644 root:root",
-	"/etc/network/if-pre-up.d/linkagg":                           "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
-	"/etc/network/if-up.d/linkagg":                               "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
-	"/etc/network/if-down.d/linkagg":                             "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
-	"/etc/network/if-post-down.d/linkagg":                        "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
-	"/usr/lib/linkagg/linkagg-ifupdown":                          "f 755 root:root",
-	"/usr/sbin/linkagg":                                          "f 755 root:root",
-	"/usr/share/doc/linkagg-hooks/README.Debian":                 "f 644 root:root",
-	"/usr/share/doc/linkagg-hooks/README.md.gz":                  "f 644 root:root",
-	"/usr/share/doc/linkagg-hooks/changelog.Debian.gz":           "f 644 root:root",
-	"/usr/share/doc/linkagg-hooks/copyright":                     "f 644 root:root",
-	"/usr/share/doc/linkagg-hooks/examples/interfaces.example":   "f 644 root:root",
-	"/usr/share/doc/linkagg-hooks/examples/linkagg.toml.example": "f 644 root:root",
-	"/usr/share/man/man5/interfaces-linkagg.5.gz":                "f 644 root:root",
-	"/usr/share/lintian/overrides/linkagg-hooks":                 "f 644 root:root",
-	"/usr/share/man/man8/linkagg.8.gz":                           "f 644 root:root",
+	"/etc/iproute2/rt_protos.d/linkagg.conf": "f 644 root:root",
+	"/etc/linkagg/README":                    "f 644 root:root",
+	"/etc/network/if-pre-up.d/linkagg":       "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
+	"/etc/network/if-up.d/linkagg":           "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
+	"/etc/network/if-down.d/linkagg":         "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
+	"/etc/network/if-post-down.d/linkagg":    "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
+	"/usr/lib/linkagg/linkagg-ifupdown":      "f 755 root:root",
+	"/usr/sbin/linkagg":                      "f 755 root:root",
+	// systemd-networkd hosts and failover (issue 5)
+	"/usr/lib/linkagg/linkagg-networkd":                                       "f 755 root:root",
+	"/etc/networkd-dispatcher/routable.d/50-linkagg":                          "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
+	"/etc/networkd-dispatcher/degraded.d/50-linkagg":                          "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
+	"/etc/networkd-dispatcher/carrier.d/50-linkagg":                           "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
+	"/etc/networkd-dispatcher/no-carrier.d/50-linkagg":                        "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
+	"/etc/networkd-dispatcher/off.d/50-linkagg":                               "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
+	"/etc/systemd/networkd.conf.d/linkagg.conf":                               "f 644 root:root",
+	"/lib/systemd/system/linkagg-watch.service":                               "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/linkagg-tun0.netdev.example":       "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/README":                   "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/two-nic/10-eth0.network":  "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/two-nic/10-eth1.network":  "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/two-nic/tun0.toml":        "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/two-nic/tun0-v6.toml":     "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/10-eth0.network": "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/10-eth1.network": "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/10-eth2.network": "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/10-eth3.network": "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/tun0.toml":       "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/tun0-v6.toml":    "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/README.Debian":                              "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/README.md.gz":                               "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/changelog.Debian.gz":                        "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/copyright":                                  "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/interfaces.example":                "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/examples/linkagg.toml.example":              "f 644 root:root",
+	"/usr/share/man/man5/interfaces-linkagg.5.gz":                             "f 644 root:root",
+	"/usr/share/lintian/overrides/linkagg-hooks":                              "f 644 root:root",
+	"/usr/share/man/man8/linkagg.8.gz":                                        "f 644 root:root",
 }
 
 // debOwnDirs are the directories only this package has: gone after purge.
 var debOwnDirs = []string{"/etc/linkagg", "/usr/lib/linkagg", "/usr/share/doc/linkagg-hooks",
 	"/usr/share/doc/linkagg-hooks/examples"}
 
-var debConffiles = []string{"/etc/iproute2/rt_protos.d/linkagg.conf", "/etc/linkagg/README"}
+var debConffiles = []string{"/etc/iproute2/rt_protos.d/linkagg.conf", "/etc/linkagg/README", "/etc/systemd/networkd.conf.d/linkagg.conf"}
 
 // needPackaging is needRoot for this test: root, and the tools that build, lint and install a .deb. Missing
 // build tools are installed by `make deb-deps` (as `make deps` does for the other tests).
@@ -248,7 +269,9 @@ func TestPackageDeb(t *testing.T) {
 	var dirs []string
 	got := map[string]string{}
 	for _, p := range list {
-		if p == "/." {
+		// the package's /lib (for the systemd unit, where Debian 12 wants it) is a symlink to usr/lib on a
+		// merged-/usr root
+		if p == "/." || p == "/lib" {
 			continue
 		}
 		line := strings.TrimSpace(r.run("stat", "-c", "%F|%a|%U:%G", p))

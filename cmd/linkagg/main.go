@@ -1,4 +1,4 @@
-// Command linkagg is the admin's view of link aggregation groups: validate, plan, apply, down, status.
+// Command linkagg is the admin's view of link aggregation groups: validate, plan, apply, down, status, watch.
 package main
 
 import (
@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -38,6 +39,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "")
 	help := fs.BoolP("help", "h", false, "")
 	man := fs.Bool("man", false, "")
+	debounce := fs.Duration("debounce", 50*time.Millisecond, "") // watch
+	resync := fs.Duration("resync", 30*time.Second, "")          // watch
+	probeInterval := fs.Duration("probe-interval", 0, "")        // watch
 	fs.SetInterspersed(true)
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "linkagg: %v (see linkagg --help)\n", err)
@@ -56,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		fmt.Fprintln(stderr, "linkagg: a command is needed: validate, plan, apply, down or status (see linkagg --help)")
+		fmt.Fprintln(stderr, "linkagg: a command is needed: validate, plan, apply, down, status or watch (see linkagg --help)")
 		return exitUsage
 	}
 
@@ -90,8 +94,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err == nil && drift {
 			return exitDrift
 		}
+	case "watch":
+		if len(operands) > 0 || *debounce < 0 || *debounce > 100*time.Millisecond || *resync <= 0 || (*probeInterval != 0 && *probeInterval < 50*time.Millisecond) {
+			fmt.Fprintln(stderr, "linkagg: watch takes no operands, --debounce 0..100ms, a positive --resync and --probe-interval 0 (off) or >= 50ms (see linkagg --help)")
+			return exitUsage
+		}
+		err = watch(e, *debounce, *resync, *probeInterval, stderr)
 	default:
-		fmt.Fprintf(stderr, "linkagg: unknown command %q: expected validate, plan, apply, down or status\n", cmd)
+		fmt.Fprintf(stderr, "linkagg: unknown command %q: expected validate, plan, apply, down, status or watch\n", cmd)
 		return exitUsage
 	}
 	if err == nil {

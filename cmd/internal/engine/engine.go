@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -30,6 +31,9 @@ type Engine struct {
 	Load  parser.LoadOptions
 	Apply apply.Options
 	Log   *Logger
+	// UseCarrier plans links without carrier as down (networkd hosts, `linkagg watch`); it is also in force
+	// whenever a watcher runs on RunDir (see WatcherRunning), so every planner agrees with it.
+	UseCarrier bool
 }
 
 // New makes an engine with the defaults, overridden by LINKAGG_INTERFACES, LINKAGG_CONFDIR, LINKAGG_RUNDIR.
@@ -40,6 +44,15 @@ func New(log *Logger) *Engine {
 		Log:   log,
 	}
 	e.Apply.Logf = log.Infof
+	// how long to wait for another run's lock: parallel hooks at boot queue behind each other
+	if d, err := time.ParseDuration(os.Getenv("LINKAGG_LOCK_TIMEOUT")); err == nil && d > 0 {
+		e.Apply.LockTimeout = d
+	}
+	// a host without ifupdown (systemd-networkd) has no interfaces file: the TOML drop-ins are the only
+	// source there. A file named explicitly must still exist.
+	if _, err := os.Stat(DefaultInterfaces); e.Load.Interfaces == DefaultInterfaces && errors.Is(err, os.ErrNotExist) {
+		e.Load.Interfaces = ""
+	}
 	return e
 }
 
@@ -97,7 +110,7 @@ func (e *Engine) Desired(g *parser.Group, exclude []string) (plan.Desired, error
 	if err != nil {
 		return plan.Desired{}, err
 	}
-	d, err := plan.Build(plan.Input{Group: *g, Links: links, Exclude: exclude})
+	d, err := plan.Build(plan.Input{Group: *g, Links: links, Exclude: append(slices.Clone(exclude), ProbeFailed(e.Apply.RunDir)...), UseCarrier: e.UseCarrier || WatcherRunning(e.Apply.RunDir)})
 	if err != nil {
 		return plan.Desired{}, &ConfigError{err}
 	}
@@ -115,7 +128,7 @@ func (e *Engine) Up(groups []*parser.Group, exclude []string) error {
 		}
 		res, err := apply.Apply(d, e.Apply)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
+			errs = append(errs, fmt.Errorf("%s: %s: %w", conflictPos(g, err), g.ID(), err))
 			continue
 		}
 		e.logResult(g.ID(), "up", d, res)
@@ -183,6 +196,16 @@ func (e *Engine) Handle(in hooks.Intent, ours bool) error {
 func (e *Engine) handleGroup(in hooks.Intent, groups []*parser.Group) error {
 	switch in.Phase {
 	case hooks.PreUp:
+		// foreign kernel state in the group's way fails ifup before ifupdown configures anything
+		for _, g := range groups {
+			d, err := e.Desired(g, nil)
+			if err != nil {
+				return fmt.Errorf("%s: %w", g.ID(), err)
+			}
+			if err := apply.Precheck(d); err != nil {
+				return fmt.Errorf("%s: %s: %w", conflictPos(g, err), g.ID(), err)
+			}
+		}
 		_, err := apply.EnsureTUN(plan.TUN{Name: groups[0].Iface}, e.Apply)
 		return err
 	case hooks.PostUp:
@@ -233,4 +256,18 @@ func IDs(gs []*parser.Group) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// conflictPos is where in the configuration an apply error points: the option a conflict with foreign
+// kernel state is about, else the group's stanza (so every error of ifup names a file:line).
+func conflictPos(g *parser.Group, err error) parser.Pos {
+	var ce *apply.ConflictError
+	if errors.As(err, &ce) && ce.Option != "" {
+		for _, opt := range []string{ce.Option, "fwmark", "table"} {
+			if p, ok := g.OptPos[opt]; ok && (opt != "fwmark" || ce.Option == "fwmark-mask") {
+				return p
+			}
+		}
+	}
+	return g.Pos
 }
