@@ -196,20 +196,7 @@ func TestE2EMPTCP(t *testing.T) {
 	}
 	tx1 := l.TxBytes("A")
 	t.Logf("one MPTCP flow over 300+200 Mbit/s: %.1f Mbit/s; subflows by connection: %v", mbit, conns)
-	full := 0
-	for tok, locals := range conns {
-		s := slices.Clone(locals)
-		slices.Sort(s)
-		if len(slices.Compact(s)) != len(locals) {
-			t.Errorf("connection %s has two subflows on one path: %v", tok, locals)
-		}
-		if len(locals) == 2 {
-			full++
-		}
-	}
-	if full == 0 {
-		t.Errorf("no MPTCP connection has a subflow on each of the 2 paths: %v", conns)
-	}
+	checkSubflowPerPath(t, conns, 2)
 	// bytes follow the links' capacity: each link at least half of its proportional share
 	checkMPTCPShares(t, tx0, tx1, []float64{300, 200})
 
@@ -318,20 +305,7 @@ func TestE2EMPTCP4(t *testing.T) {
 	}
 	tx1 := l.TxBytes("A")
 	t.Logf("one MPTCP flow over 4x250 Mbit/s: %.1f Mbit/s; subflows by connection: %v", mbit, conns)
-	full := 0
-	for tok, locals := range conns {
-		s := slices.Clone(locals)
-		slices.Sort(s)
-		if len(slices.Compact(s)) != len(locals) {
-			t.Errorf("connection %s has two subflows on one path: %v", tok, locals)
-		}
-		if len(locals) == 4 {
-			full++
-		}
-	}
-	if full == 0 {
-		t.Errorf("no MPTCP connection has a subflow on each of the 4 paths: %v", conns)
-	}
+	checkSubflowPerPath(t, conns, 4)
 	checkMPTCPShares(t, tx0, tx1, []float64{250, 250, 250, 250})
 	for _, h := range []string{"A", "B"} {
 		l.MustIfupdown(h, "ifdown", "-a")
@@ -404,5 +378,25 @@ func TestE2EHybrid(t *testing.T) {
 	rules, routes := k.Ours()
 	if len(rules) != 0 || len(routes) != 0 || strings.Contains(k.Nft, "linkagg") || len(mpEndpoints(l, "A")) != 0 {
 		t.Errorf("residue after ifdown -a: rules %v routes %v endpoints %v nft:\n%s", rules, routes, mpEndpoints(l, "A"), k.Nft)
+	}
+}
+
+// checkSubflowPerPath asserts that no MPTCP connection has two subflows on one path and that at least one
+// connection has a subflow on each of the paths.
+func checkSubflowPerPath(t *testing.T, conns map[string][]string, paths int) {
+	t.Helper()
+	full := 0
+	for tok, locals := range conns {
+		s := slices.Clone(locals)
+		slices.Sort(s)
+		if len(slices.Compact(s)) != len(locals) {
+			t.Errorf("connection %s has two subflows on one path: %v", tok, locals)
+		}
+		if len(locals) == paths {
+			full++
+		}
+	}
+	if full == 0 {
+		t.Errorf("no MPTCP connection has a subflow on each of the %d paths: %v", paths, conns)
 	}
 }
