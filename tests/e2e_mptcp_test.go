@@ -1,9 +1,7 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -37,47 +35,7 @@ iface tun0 inet static
 // It returns the received Mbit/s and the client's error.
 func mpIperf(l *Lab, dst string, secs int, during func()) (float64, error) {
 	l.t.Helper()
-	port := fmt.Sprint(5201 + time.Now().Nanosecond()%500)
-	srv := exec.Command("ip", "netns", "exec", l.NS("B"), "mptcpize", "run", "iperf3", "-s", "-1", "-p", port)
-	if err := srv.Start(); err != nil {
-		l.t.Fatal(err)
-	}
-	defer func() {
-		done := make(chan struct{})
-		go func() { srv.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			srv.Process.Kill()
-			<-done
-		}
-	}()
-	for i := 0; i < 50 && !strings.Contains(l.In("B", "ss", "-ltn"), ":"+port); i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
-	cli := exec.Command("ip", "netns", "exec", l.NS("A"), "timeout", fmt.Sprint(secs+20), "mptcpize", "run",
-		"iperf3", "-c", dst, "-p", port, "-t", fmt.Sprint(secs), "-J")
-	var out strings.Builder
-	cli.Stdout = &out
-	if err := cli.Start(); err != nil {
-		l.t.Fatal(err)
-	}
-	if during != nil {
-		time.Sleep(time.Second)
-		during()
-	}
-	err := cli.Wait()
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if jerr := json.Unmarshal([]byte(out.String()), &res); jerr != nil && err == nil {
-		err = fmt.Errorf("iperf3 output: %v: %s", jerr, out.String())
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e6, err
+	return l.iperf(dst, secs, []string{"mptcpize", "run"}, during)
 }
 
 // subflowsByConn reads host A's established TCP subflows of MPTCP connections (ss -tni shows their

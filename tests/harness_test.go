@@ -219,8 +219,20 @@ func (l *Lab) TxBytes(h string) []uint64 {
 // Iperf runs one TCP flow from A to dst for secs seconds and returns the received Mbit/s.
 func (l *Lab) Iperf(dst string, secs int) float64 {
 	l.t.Helper()
+	mbit, err := l.iperf(dst, secs, nil, nil)
+	if err != nil {
+		l.t.Fatalf("iperf3 to %s: %v", dst, err)
+	}
+	return mbit
+}
+
+// iperf runs one iperf3 flow A -> dst for secs seconds, both ends started through wrap (e.g. mptcpize run),
+// calls during (if any) one second into the flow, and returns the received Mbit/s and the client's error.
+func (l *Lab) iperf(dst string, secs int, wrap []string, during func()) (float64, error) {
+	l.t.Helper()
 	port := fmt.Sprint(5201 + time.Now().Nanosecond()%500)
-	srv := exec.Command("ip", "netns", "exec", l.NS("B"), "iperf3", "-s", "-1", "-p", port)
+	srvArgs := append(append([]string{"netns", "exec", l.NS("B")}, wrap...), "iperf3", "-s", "-1", "-p", port)
+	srv := exec.Command("ip", srvArgs...)
 	if err := srv.Start(); err != nil {
 		l.t.Fatal(err)
 	}
@@ -235,13 +247,22 @@ func (l *Lab) Iperf(dst string, secs int) float64 {
 			<-done
 		}
 	}()
-	for i := 0; i < 50; i++ {
-		if strings.Contains(l.In("B", "ss", "-ltn"), ":"+port) {
-			break
-		}
+	for i := 0; i < 50 && !strings.Contains(l.In("B", "ss", "-ltn"), ":"+port); i++ {
 		time.Sleep(100 * time.Millisecond)
 	}
-	out := l.In("A", "timeout", fmt.Sprint(secs+20), "iperf3", "-c", dst, "-p", port, "-t", fmt.Sprint(secs), "-J")
+	cliArgs := append(append([]string{"netns", "exec", l.NS("A"), "timeout", fmt.Sprint(secs + 20)}, wrap...),
+		"iperf3", "-c", dst, "-p", port, "-t", fmt.Sprint(secs), "-J")
+	cli := exec.Command("ip", cliArgs...)
+	var out strings.Builder
+	cli.Stdout = &out
+	if err := cli.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	if during != nil {
+		time.Sleep(time.Second)
+		during()
+	}
+	err := cli.Wait()
 	var res struct {
 		End struct {
 			SumReceived struct {
@@ -249,8 +270,10 @@ func (l *Lab) Iperf(dst string, secs int) float64 {
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
-	jsonInto(l.t, out, &res)
-	return res.End.SumReceived.BitsPerSecond / 1e6
+	if jerr := json.Unmarshal([]byte(out.String()), &res); jerr != nil && err == nil {
+		err = fmt.Errorf("iperf3 output: %v: %s", jerr, out.String())
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e6, err
 }
 
 func (l *Lab) Sysctl(h, key string) string {
