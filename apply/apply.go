@@ -27,11 +27,7 @@ func Apply(d plan.Desired, o Options) (Result, error) {
 	if err := precheck(d); err != nil { // foreign state in our way: refuse before the first write
 		return Result{}, fmt.Errorf("apply %s: %w", d.Group, err)
 	}
-	st, err := loadGroupState(o.RunDir, d.Group)
-	if err != nil {
-		return Result{}, err
-	}
-	sst, err := loadSysctlState(o.RunDir)
+	st, sst, err := loadStates(o.RunDir, d.Group)
 	if err != nil {
 		return Result{}, err
 	}
@@ -192,11 +188,7 @@ func Down(d plan.Desired, o DownOptions) (Result, error) {
 		return Result{}, err
 	}
 	defer unlock()
-	st, err := loadGroupState(o.RunDir, d.Group)
-	if err != nil {
-		return Result{}, err
-	}
-	sst, err := loadSysctlState(o.RunDir)
+	st, sst, err := loadStates(o.RunDir, d.Group)
 	if err != nil {
 		return Result{}, err
 	}
@@ -352,4 +344,14 @@ func (r Report) String() string {
 		b.WriteString(r.MPTCP.String())
 	}
 	return b.String()
+}
+
+// loadStates reads the group's state file and the shared sysctl claims.
+func loadStates(dir, group string) (groupState, sysctlState, error) {
+	st, err := loadGroupState(dir, group)
+	if err != nil {
+		return groupState{}, nil, err
+	}
+	sst, err := loadSysctlState(dir)
+	return st, sst, err
 }
