@@ -129,19 +129,9 @@ func build(r *rawGroup) (Group, error) {
 			return g, errAt(o.pos, "%s: expected a value", o.name)
 		}
 	}
-	single := func(name string) (word, bool, error) {
-		o, ok := r.get(name)
-		if !ok {
-			return word{}, false, nil
-		}
-		if len(o.words) != 1 {
-			return word{}, false, errAt(o.pos, "%s: expected one value, got %d", name, len(o.words))
-		}
-		return o.words[0], true, nil
-	}
 
 	// address and netmask
-	w, _, err := single(optAddress)
+	w, _, err := r.single(optAddress)
 	if err != nil {
 		return g, err
 	}
@@ -150,7 +140,7 @@ func build(r *rawGroup) (Group, error) {
 		return g, errAt(w.pos, "address %q: %v", w.s, err)
 	}
 	g.VIP = vip
-	if w, ok, err := single(optNetmask); err != nil {
+	if w, ok, err := r.single(optNetmask); err != nil {
 		return g, err
 	} else if ok {
 		n, err := parseNetmask(w.s, r.family)
@@ -162,7 +152,7 @@ func build(r *rawGroup) (Group, error) {
 		}
 	}
 
-	if w, ok, err := single(optMTU); err != nil {
+	if w, ok, err := r.single(optMTU); err != nil {
 		return g, err
 	} else if ok {
 		lo := 68
@@ -212,7 +202,7 @@ func build(r *rawGroup) (Group, error) {
 		}
 	}
 
-	if w, ok, err := single(optMode); err != nil {
+	if w, ok, err := r.single(optMode); err != nil {
 		return g, err
 	} else if ok {
 		switch m := Mode(w.s); m {
@@ -223,7 +213,7 @@ func build(r *rawGroup) (Group, error) {
 		}
 	}
 
-	if w, ok, err := single(optMarkMask); err != nil {
+	if w, ok, err := r.single(optMarkMask); err != nil {
 		return g, err
 	} else if ok {
 		m, err := parseMark(w.s)
@@ -251,7 +241,7 @@ func build(r *rawGroup) (Group, error) {
 		}
 	}
 
-	if w, ok, err := single(optPriority); err != nil {
+	if w, ok, err := r.single(optPriority); err != nil {
 		return g, err
 	} else if ok {
 		n, err := strconv.Atoi(w.s)
@@ -301,6 +291,18 @@ func buildRspec(r *rawGroup, g *Group) error {
 		return errAt(o.pos, "own address %s (the %s's address) has no rspec entry", g.VIP, r.groupWord())
 	}
 	return nil
+}
+
+// single returns the one value of a single-valued option; ok is false when the option is absent.
+func (r *rawGroup) single(name string) (w word, ok bool, err error) {
+	o, ok := r.get(name)
+	if !ok {
+		return word{}, false, nil
+	}
+	if len(o.words) != 1 {
+		return word{}, false, errAt(o.pos, "%s: expected one value, got %d", name, len(o.words))
+	}
+	return o.words[0], true, nil
 }
 
 func (r *rawGroup) groupWord() string {

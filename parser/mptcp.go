@@ -143,17 +143,7 @@ func buildMPTCP(r *rawGroup, g *Group) error {
 		return err
 	}
 
-	single := func(name string) (word, bool, error) {
-		o, ok := r.get(name)
-		if !ok {
-			return word{}, false, nil
-		}
-		if len(o.words) != 1 {
-			return word{}, false, errAt(o.pos, "%s: expected one value, got %d", name, len(o.words))
-		}
-		return o.words[0], true, nil
-	}
-	if w, ok, err := single(optMPSched); err != nil {
+	if w, ok, err := r.single(optMPSched); err != nil {
 		return err
 	} else if ok {
 		s, err := mapScheduler(w)
@@ -162,7 +152,7 @@ func buildMPTCP(r *rawGroup, g *Group) error {
 		}
 		m.Scheduler = s
 	}
-	if w, ok, err := single(optMPPM); err != nil {
+	if w, ok, err := r.single(optMPPM); err != nil {
 		return err
 	} else if ok {
 		switch w.s {
@@ -180,7 +170,7 @@ func buildMPTCP(r *rawGroup, g *Group) error {
 			return errAt(w.pos, "mptcp-path-manager %q: expected kernel, fullmesh or userspace", w.s)
 		}
 	}
-	if w, ok, err := single(optMPChecksum); err != nil {
+	if w, ok, err := r.single(optMPChecksum); err != nil {
 		return err
 	} else if ok {
 		switch w.s {
@@ -192,7 +182,7 @@ func buildMPTCP(r *rawGroup, g *Group) error {
 			return errAt(w.pos, "mptcp-checksum %q: expected on or off", w.s)
 		}
 	}
-	if w, ok, err := single(optMPSynRetry); err != nil {
+	if w, ok, err := r.single(optMPSynRetry); err != nil {
 		return err
 	} else if ok {
 		n, err := strconv.Atoi(w.s)
@@ -201,7 +191,7 @@ func buildMPTCP(r *rawGroup, g *Group) error {
 		}
 		m.SynRetries = strconv.Itoa(n)
 	}
-	if w, ok, err := single(optMPPrimary); err != nil {
+	if w, ok, err := r.single(optMPPrimary); err != nil {
 		return err
 	} else if ok {
 		n, err := strconv.Atoi(w.s)
