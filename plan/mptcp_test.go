@@ -1,10 +1,7 @@
 package plan
 
 import (
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/linkagg/linkagg-hooks/parser"
@@ -44,24 +41,7 @@ func TestMPTCPGolden(t *testing.T) {
 		{"mptcp-eth1-pending", mptcpGroup(), withoutAddrs(seedLinks(), "eth1")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := Build(Input{Group: tc.group, Links: tc.links})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := strings.Join(d.Commands(), "\n") + "\n"
-			golden := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./plan -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("plan differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			checkGolden(t, tc.name, Input{Group: tc.group, Links: tc.links})
 		})
 	}
 }

@@ -165,24 +165,7 @@ func TestBuildGolden(t *testing.T) {
 		{"inet6", v6, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("fd00:0::10/64")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("fd00:1::10/64")}}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := Build(Input{Group: tc.group, Links: tc.links, Exclude: tc.exclude})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := strings.Join(d.Commands(), "\n") + "\n"
-			golden := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./plan -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("plan differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			checkGolden(t, tc.name, Input{Group: tc.group, Links: tc.links, Exclude: tc.exclude})
 		})
 	}
 }
@@ -226,4 +209,27 @@ func withDown(ls []Local, name string) []Local {
 		}
 	}
 	return ls
+}
+
+// checkGolden plans in and compares its commands with testdata/NAME.golden (-update rewrites it).
+func checkGolden(t *testing.T, name string, in Input) {
+	t.Helper()
+	d, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(d.Commands(), "\n") + "\n"
+	golden := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./plan -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("plan differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
+	}
 }
