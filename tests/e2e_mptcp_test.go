@@ -145,23 +145,13 @@ func TestE2EMPTCP(t *testing.T) {
 		t.Error("mode mptcp installed the packet-mode nft striping")
 	}
 
-	// one flow: one subflow per path, bytes on both links
-	tx0 := l.TxBytes("A")
-	var conns map[string][]string
-	mbit, err := mpIperf(l, "10.97.255.20", 4, func() { time.Sleep(time.Second); conns = subflowsByConn(l) })
-	if err != nil {
-		t.Fatalf("mptcp iperf3: %v", err)
-	}
-	tx1 := l.TxBytes("A")
-	t.Logf("one MPTCP flow over 300+200 Mbit/s: %.1f Mbit/s; subflows by connection: %v", mbit, conns)
-	checkSubflowPerPath(t, conns, 2)
-	// bytes follow the links' capacity: each link at least half of its proportional share
-	checkMPTCPShares(t, tx0, tx1, []float64{300, 200})
+	// one flow: one subflow per path, bytes on both links, each link at least half of its proportional share
+	mptcpFlow(t, l, 300, 200)
 
 	// one link goes down mid-flow: the connection goes on over the other
-	tx0 = l.TxBytes("A")
-	mbit, err = mpIperf(l, "10.97.255.20", 5, func() { l.In("B", "ip", "link", "set", l.Link("B", 1), "down") })
-	tx1 = l.TxBytes("A")
+	tx0 := l.TxBytes("A")
+	mbit, err := mpIperf(l, "10.97.255.20", 5, func() { l.In("B", "ip", "link", "set", l.Link("B", 1), "down") })
+	tx1 := l.TxBytes("A")
 	if err != nil || mbit <= 0 {
 		t.Errorf("the flow did not survive losing link 2: %.1f Mbit/s, %v", mbit, err)
 	}
@@ -255,16 +245,7 @@ func TestE2EMPTCP4(t *testing.T) {
 	if lim := l.In("A", "ip", "mptcp", "limits", "show"); !strings.Contains(lim, "subflows 3") || !strings.Contains(lim, "add_addr_accepted 4") {
 		t.Errorf("limits: %s", lim)
 	}
-	tx0 := l.TxBytes("A")
-	var conns map[string][]string
-	mbit, err := mpIperf(l, "10.97.255.20", 4, func() { time.Sleep(time.Second); conns = subflowsByConn(l) })
-	if err != nil {
-		t.Fatalf("mptcp iperf3: %v", err)
-	}
-	tx1 := l.TxBytes("A")
-	t.Logf("one MPTCP flow over 4x250 Mbit/s: %.1f Mbit/s; subflows by connection: %v", mbit, conns)
-	checkSubflowPerPath(t, conns, 4)
-	checkMPTCPShares(t, tx0, tx1, []float64{250, 250, 250, 250})
+	mptcpFlow(t, l, 250, 250, 250, 250)
 	for _, h := range []string{"A", "B"} {
 		l.MustIfupdown(h, "ifdown", "-a")
 	}
@@ -357,4 +338,20 @@ func checkSubflowPerPath(t *testing.T, conns map[string][]string, paths int) {
 	if full == 0 {
 		t.Errorf("no MPTCP connection has a subflow on each of the %d paths: %v", paths, conns)
 	}
+}
+
+// mptcpFlow runs one MPTCP flow A -> B's VIP over links of the given rates and checks that each connection
+// has one subflow per path and that the bytes per link follow the rates.
+func mptcpFlow(t *testing.T, l *Lab, rates ...float64) {
+	t.Helper()
+	tx0 := l.TxBytes("A")
+	var conns map[string][]string
+	mbit, err := mpIperf(l, "10.97.255.20", 4, func() { time.Sleep(time.Second); conns = subflowsByConn(l) })
+	if err != nil {
+		t.Fatalf("mptcp iperf3: %v", err)
+	}
+	tx1 := l.TxBytes("A")
+	t.Logf("one MPTCP flow over %v Mbit/s: %.1f Mbit/s; subflows by connection: %v", rates, mbit, conns)
+	checkSubflowPerPath(t, conns, len(rates))
+	checkMPTCPShares(t, tx0, tx1, rates)
 }
