@@ -1,6 +1,6 @@
 module github.com/linkagg/linkagg-hooks
 
-go 1.26.8
+go 1.23.0
 
 require (
 	github.com/BurntSushi/toml v1.6.0
@@ -9,7 +9,7 @@ require (
 	github.com/spf13/pflag v1.1.0
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5
-	golang.org/x/sys v0.50.0
+	golang.org/x/sys v0.35.0
 )
 
 require (

@@ -6,10 +6,7 @@
 
 package unix
 
-import (
-	"runtime"
-	"unsafe"
-)
+import "unsafe"
 
 // readInt returns the size-bytes unsigned integer in native byte order at offset off.
 func readInt(b []byte, off, size uintptr) (u uint64, ok bool) {
@@ -78,10 +75,7 @@ func ParseDirent(buf []byte, max int, names []string) (consumed int, count int, 
 		if !ok {
 			break
 		}
-		// Some filesystems on Linux (old XFS, FUSE) can return valid
-		// files with zero inodes. On other platforms, a zero inode
-		// indicates a file absent from the directory.
-		if ino == 0 && runtime.GOOS != "linux" {
+		if ino == 0 { // File absent in directory.
 			continue
 		}
 		const namoff = uint64(unsafe.Offsetof(Dirent{}.Name))

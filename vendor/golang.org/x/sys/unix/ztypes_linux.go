@@ -18,11 +18,6 @@ type (
 	_C_long_long int64
 )
 
-type KernelTimespec struct {
-	Sec  int64
-	Nsec int64
-}
-
 type ItimerSpec struct {
 	Interval Timespec
 	Value    Timespec
@@ -526,14 +521,6 @@ type TCPInfo struct {
 	Total_rto            uint16
 	Total_rto_recoveries uint16
 	Total_rto_time       uint32
-	Received_ce          uint32
-	Delivered_e1_bytes   uint32
-	Delivered_e0_bytes   uint32
-	Delivered_ce_bytes   uint32
-	Received_e1_bytes    uint32
-	Received_e0_bytes    uint32
-	Received_ce_bytes    uint32
-	_                    [4]byte
 }
 
 type TCPVegasInfo struct {
@@ -599,122 +586,114 @@ const (
 	SizeofIPv6MTUInfo       = 0x20
 	SizeofICMPv6Filter      = 0x20
 	SizeofUcred             = 0xc
-	SizeofTCPInfo           = 0x118
+	SizeofTCPInfo           = 0xf8
 	SizeofTCPCCInfo         = 0x14
 	SizeofCanFilter         = 0x8
 	SizeofTCPRepairOpt      = 0x8
 )
 
 const (
-	NDA_UNSPEC            = 0x0
-	NDA_DST               = 0x1
-	NDA_LLADDR            = 0x2
-	NDA_CACHEINFO         = 0x3
-	NDA_PROBES            = 0x4
-	NDA_VLAN              = 0x5
-	NDA_PORT              = 0x6
-	NDA_VNI               = 0x7
-	NDA_IFINDEX           = 0x8
-	NDA_MASTER            = 0x9
-	NDA_LINK_NETNSID      = 0xa
-	NDA_SRC_VNI           = 0xb
-	NTF_USE               = 0x1
-	NTF_SELF              = 0x2
-	NTF_MASTER            = 0x4
-	NTF_PROXY             = 0x8
-	NTF_EXT_LEARNED       = 0x10
-	NTF_OFFLOADED         = 0x20
-	NTF_ROUTER            = 0x80
-	NUD_INCOMPLETE        = 0x1
-	NUD_REACHABLE         = 0x2
-	NUD_STALE             = 0x4
-	NUD_DELAY             = 0x8
-	NUD_PROBE             = 0x10
-	NUD_FAILED            = 0x20
-	NUD_NOARP             = 0x40
-	NUD_PERMANENT         = 0x80
-	NUD_NONE              = 0x0
-	IFA_UNSPEC            = 0x0
-	IFA_ADDRESS           = 0x1
-	IFA_LOCAL             = 0x2
-	IFA_LABEL             = 0x3
-	IFA_BROADCAST         = 0x4
-	IFA_ANYCAST           = 0x5
-	IFA_CACHEINFO         = 0x6
-	IFA_MULTICAST         = 0x7
-	IFA_FLAGS             = 0x8
-	IFA_RT_PRIORITY       = 0x9
-	IFA_TARGET_NETNSID    = 0xa
-	IFAL_LABEL            = 0x2
-	IFAL_ADDRESS          = 0x1
-	RT_SCOPE_UNIVERSE     = 0x0
-	RT_SCOPE_SITE         = 0xc8
-	RT_SCOPE_LINK         = 0xfd
-	RT_SCOPE_HOST         = 0xfe
-	RT_SCOPE_NOWHERE      = 0xff
-	RT_TABLE_UNSPEC       = 0x0
-	RT_TABLE_COMPAT       = 0xfc
-	RT_TABLE_DEFAULT      = 0xfd
-	RT_TABLE_MAIN         = 0xfe
-	RT_TABLE_LOCAL        = 0xff
-	RT_TABLE_MAX          = 0xffffffff
-	RTA_UNSPEC            = 0x0
-	RTA_DST               = 0x1
-	RTA_SRC               = 0x2
-	RTA_IIF               = 0x3
-	RTA_OIF               = 0x4
-	RTA_GATEWAY           = 0x5
-	RTA_PRIORITY          = 0x6
-	RTA_PREFSRC           = 0x7
-	RTA_METRICS           = 0x8
-	RTA_MULTIPATH         = 0x9
-	RTA_FLOW              = 0xb
-	RTA_CACHEINFO         = 0xc
-	RTA_TABLE             = 0xf
-	RTA_MARK              = 0x10
-	RTA_MFC_STATS         = 0x11
-	RTA_VIA               = 0x12
-	RTA_NEWDST            = 0x13
-	RTA_PREF              = 0x14
-	RTA_ENCAP_TYPE        = 0x15
-	RTA_ENCAP             = 0x16
-	RTA_EXPIRES           = 0x17
-	RTA_PAD               = 0x18
-	RTA_UID               = 0x19
-	RTA_TTL_PROPAGATE     = 0x1a
-	RTA_IP_PROTO          = 0x1b
-	RTA_SPORT             = 0x1c
-	RTA_DPORT             = 0x1d
-	RTN_UNSPEC            = 0x0
-	RTN_UNICAST           = 0x1
-	RTN_LOCAL             = 0x2
-	RTN_BROADCAST         = 0x3
-	RTN_ANYCAST           = 0x4
-	RTN_MULTICAST         = 0x5
-	RTN_BLACKHOLE         = 0x6
-	RTN_UNREACHABLE       = 0x7
-	RTN_PROHIBIT          = 0x8
-	RTN_THROW             = 0x9
-	RTN_NAT               = 0xa
-	RTN_XRESOLVE          = 0xb
-	PREFIX_UNSPEC         = 0x0
-	PREFIX_ADDRESS        = 0x1
-	PREFIX_CACHEINFO      = 0x2
-	SizeofNlMsghdr        = 0x10
-	SizeofNlMsgerr        = 0x14
-	SizeofRtGenmsg        = 0x1
-	SizeofNlAttr          = 0x4
-	SizeofRtAttr          = 0x4
-	SizeofIfInfomsg       = 0x10
-	SizeofPrefixmsg       = 0xc
-	SizeofPrefixCacheinfo = 0x8
-	SizeofIfAddrmsg       = 0x8
-	SizeofIfAddrlblmsg    = 0xc
-	SizeofIfaCacheinfo    = 0x10
-	SizeofRtMsg           = 0xc
-	SizeofRtNexthop       = 0x8
-	SizeofNdUseroptmsg    = 0x10
-	SizeofNdMsg           = 0xc
+	NDA_UNSPEC         = 0x0
+	NDA_DST            = 0x1
+	NDA_LLADDR         = 0x2
+	NDA_CACHEINFO      = 0x3
+	NDA_PROBES         = 0x4
+	NDA_VLAN           = 0x5
+	NDA_PORT           = 0x6
+	NDA_VNI            = 0x7
+	NDA_IFINDEX        = 0x8
+	NDA_MASTER         = 0x9
+	NDA_LINK_NETNSID   = 0xa
+	NDA_SRC_VNI        = 0xb
+	NTF_USE            = 0x1
+	NTF_SELF           = 0x2
+	NTF_MASTER         = 0x4
+	NTF_PROXY          = 0x8
+	NTF_EXT_LEARNED    = 0x10
+	NTF_OFFLOADED      = 0x20
+	NTF_ROUTER         = 0x80
+	NUD_INCOMPLETE     = 0x1
+	NUD_REACHABLE      = 0x2
+	NUD_STALE          = 0x4
+	NUD_DELAY          = 0x8
+	NUD_PROBE          = 0x10
+	NUD_FAILED         = 0x20
+	NUD_NOARP          = 0x40
+	NUD_PERMANENT      = 0x80
+	NUD_NONE           = 0x0
+	IFA_UNSPEC         = 0x0
+	IFA_ADDRESS        = 0x1
+	IFA_LOCAL          = 0x2
+	IFA_LABEL          = 0x3
+	IFA_BROADCAST      = 0x4
+	IFA_ANYCAST        = 0x5
+	IFA_CACHEINFO      = 0x6
+	IFA_MULTICAST      = 0x7
+	IFA_FLAGS          = 0x8
+	IFA_RT_PRIORITY    = 0x9
+	IFA_TARGET_NETNSID = 0xa
+	RT_SCOPE_UNIVERSE  = 0x0
+	RT_SCOPE_SITE      = 0xc8
+	RT_SCOPE_LINK      = 0xfd
+	RT_SCOPE_HOST      = 0xfe
+	RT_SCOPE_NOWHERE   = 0xff
+	RT_TABLE_UNSPEC    = 0x0
+	RT_TABLE_COMPAT    = 0xfc
+	RT_TABLE_DEFAULT   = 0xfd
+	RT_TABLE_MAIN      = 0xfe
+	RT_TABLE_LOCAL     = 0xff
+	RT_TABLE_MAX       = 0xffffffff
+	RTA_UNSPEC         = 0x0
+	RTA_DST            = 0x1
+	RTA_SRC            = 0x2
+	RTA_IIF            = 0x3
+	RTA_OIF            = 0x4
+	RTA_GATEWAY        = 0x5
+	RTA_PRIORITY       = 0x6
+	RTA_PREFSRC        = 0x7
+	RTA_METRICS        = 0x8
+	RTA_MULTIPATH      = 0x9
+	RTA_FLOW           = 0xb
+	RTA_CACHEINFO      = 0xc
+	RTA_TABLE          = 0xf
+	RTA_MARK           = 0x10
+	RTA_MFC_STATS      = 0x11
+	RTA_VIA            = 0x12
+	RTA_NEWDST         = 0x13
+	RTA_PREF           = 0x14
+	RTA_ENCAP_TYPE     = 0x15
+	RTA_ENCAP          = 0x16
+	RTA_EXPIRES        = 0x17
+	RTA_PAD            = 0x18
+	RTA_UID            = 0x19
+	RTA_TTL_PROPAGATE  = 0x1a
+	RTA_IP_PROTO       = 0x1b
+	RTA_SPORT          = 0x1c
+	RTA_DPORT          = 0x1d
+	RTN_UNSPEC         = 0x0
+	RTN_UNICAST        = 0x1
+	RTN_LOCAL          = 0x2
+	RTN_BROADCAST      = 0x3
+	RTN_ANYCAST        = 0x4
+	RTN_MULTICAST      = 0x5
+	RTN_BLACKHOLE      = 0x6
+	RTN_UNREACHABLE    = 0x7
+	RTN_PROHIBIT       = 0x8
+	RTN_THROW          = 0x9
+	RTN_NAT            = 0xa
+	RTN_XRESOLVE       = 0xb
+	SizeofNlMsghdr     = 0x10
+	SizeofNlMsgerr     = 0x14
+	SizeofRtGenmsg     = 0x1
+	SizeofNlAttr       = 0x4
+	SizeofRtAttr       = 0x4
+	SizeofIfInfomsg    = 0x10
+	SizeofIfAddrmsg    = 0x8
+	SizeofIfaCacheinfo = 0x10
+	SizeofRtMsg        = 0xc
+	SizeofRtNexthop    = 0x8
+	SizeofNdUseroptmsg = 0x10
+	SizeofNdMsg        = 0xc
 )
 
 type NlMsghdr struct {
@@ -753,37 +732,12 @@ type IfInfomsg struct {
 	Change uint32
 }
 
-type Prefixmsg struct {
-	Family  uint8
-	Pad1    uint8
-	Pad2    uint16
-	Ifindex int32
-	Type    uint8
-	Len     uint8
-	Flags   uint8
-	Pad3    uint8
-}
-
-type PrefixCacheinfo struct {
-	Preferred_time uint32
-	Valid_time     uint32
-}
-
 type IfAddrmsg struct {
 	Family    uint8
 	Prefixlen uint8
 	Flags     uint8
 	Scope     uint8
 	Index     uint32
-}
-
-type IfAddrlblmsg struct {
-	Family    uint8
-	_         uint8
-	Prefixlen uint8
-	Flags     uint8
-	Index     uint32
-	Seq       uint32
 }
 
 type IfaCacheinfo struct {
@@ -932,29 +886,6 @@ type OpenHow struct {
 }
 
 const SizeofOpenHow = 0x18
-
-type NsIdReq struct {
-	Size       uint32
-	Spare      uint32
-	Ns_id      uint64
-	Ns_type    uint32
-	Spare2     uint32
-	User_ns_id uint64
-}
-
-const (
-	NS_ID_REQ_SIZE_VER0 = 0x20
-	LISTNS_CURRENT_USER = 0xffffffffffffffff
-
-	TIME_NS   = 0x80
-	MNT_NS    = 0x20000
-	CGROUP_NS = 0x2000000
-	UTS_NS    = 0x4000000
-	IPC_NS    = 0x8000000
-	USER_NS   = 0x10000000
-	PID_NS    = 0x20000000
-	NET_NS    = 0x40000000
-)
 
 const (
 	RESOLVE_BENEATH       = 0x8
@@ -1360,7 +1291,7 @@ const (
 	PERF_RECORD_CGROUP                    = 0x13
 	PERF_RECORD_TEXT_POKE                 = 0x14
 	PERF_RECORD_AUX_OUTPUT_HW_ID          = 0x15
-	PERF_RECORD_MAX                       = 0x17
+	PERF_RECORD_MAX                       = 0x16
 	PERF_RECORD_KSYMBOL_TYPE_UNKNOWN      = 0x0
 	PERF_RECORD_KSYMBOL_TYPE_BPF          = 0x1
 	PERF_RECORD_KSYMBOL_TYPE_OOL          = 0x2
@@ -3121,23 +3052,6 @@ const (
 )
 
 const (
-	TCA_UNSPEC            = 0x0
-	TCA_KIND              = 0x1
-	TCA_OPTIONS           = 0x2
-	TCA_STATS             = 0x3
-	TCA_XSTATS            = 0x4
-	TCA_RATE              = 0x5
-	TCA_FCNT              = 0x6
-	TCA_STATS2            = 0x7
-	TCA_STAB              = 0x8
-	TCA_PAD               = 0x9
-	TCA_DUMP_INVISIBLE    = 0xa
-	TCA_CHAIN             = 0xb
-	TCA_HW_OFFLOAD        = 0xc
-	TCA_INGRESS_BLOCK     = 0xd
-	TCA_EGRESS_BLOCK      = 0xe
-	TCA_DUMP_FLAGS        = 0xf
-	TCA_EXT_WARN_MSG      = 0x10
 	RTNLGRP_NONE          = 0x0
 	RTNLGRP_LINK          = 0x1
 	RTNLGRP_NOTIFY        = 0x2
@@ -3172,18 +3086,6 @@ const (
 	RTNLGRP_IPV6_MROUTE_R = 0x1f
 	RTNLGRP_NEXTHOP       = 0x20
 	RTNLGRP_BRVLAN        = 0x21
-	RTNLGRP_MCTP_IFADDR   = 0x22
-	RTNLGRP_TUNNEL        = 0x23
-	RTNLGRP_STATS         = 0x24
-	RTNLGRP_IPV4_MCADDR   = 0x25
-	RTNLGRP_IPV6_MCADDR   = 0x26
-	RTNLGRP_IPV6_ACADDR   = 0x27
-	TCA_ROOT_UNSPEC       = 0x0
-	TCA_ROOT_TAB          = 0x1
-	TCA_ROOT_FLAGS        = 0x2
-	TCA_ROOT_COUNT        = 0x3
-	TCA_ROOT_TIME_DELTA   = 0x4
-	TCA_ROOT_EXT_WARN_MSG = 0x5
 )
 
 type CapUserHeader struct {
@@ -3602,7 +3504,7 @@ const (
 	DEVLINK_ATTR_LINECARD_SUPPORTED_TYPES              = 0xae
 	DEVLINK_ATTR_NESTED_DEVLINK                        = 0xaf
 	DEVLINK_ATTR_SELFTESTS                             = 0xb0
-	DEVLINK_ATTR_MAX                                   = 0xb9
+	DEVLINK_ATTR_MAX                                   = 0xb3
 	DEVLINK_DPIPE_FIELD_MAPPING_TYPE_NONE              = 0x0
 	DEVLINK_DPIPE_FIELD_MAPPING_TYPE_IFINDEX           = 0x1
 	DEVLINK_DPIPE_MATCH_TYPE_FIELD_EXACT               = 0x0
@@ -3647,16 +3549,12 @@ type Nhmsg struct {
 	Flags    uint32
 }
 
-const SizeofNhmsg = 0x8
-
 type NexthopGrp struct {
 	Id     uint32
 	Weight uint8
 	High   uint8
 	Resvd2 uint16
 }
-
-const SizeofNexthopGrp = 0x8
 
 const (
 	NHA_UNSPEC     = 0x0
@@ -3924,7 +3822,7 @@ const (
 	ETHTOOL_MSG_PHY_GET                       = 0x2d
 	ETHTOOL_MSG_TSCONFIG_GET                  = 0x2e
 	ETHTOOL_MSG_TSCONFIG_SET                  = 0x2f
-	ETHTOOL_MSG_USER_MAX                      = 0x33
+	ETHTOOL_MSG_USER_MAX                      = 0x2f
 	ETHTOOL_MSG_KERNEL_NONE                   = 0x0
 	ETHTOOL_MSG_STRSET_GET_REPLY              = 0x1
 	ETHTOOL_MSG_LINKINFO_GET_REPLY            = 0x2
@@ -3974,7 +3872,7 @@ const (
 	ETHTOOL_MSG_PHY_NTF                       = 0x2e
 	ETHTOOL_MSG_TSCONFIG_GET_REPLY            = 0x2f
 	ETHTOOL_MSG_TSCONFIG_SET_REPLY            = 0x30
-	ETHTOOL_MSG_KERNEL_MAX                    = 0x36
+	ETHTOOL_MSG_KERNEL_MAX                    = 0x30
 	ETHTOOL_FLAG_COMPACT_BITSETS              = 0x1
 	ETHTOOL_FLAG_OMIT_REPLY                   = 0x2
 	ETHTOOL_FLAG_STATS                        = 0x4
@@ -4124,7 +4022,7 @@ const (
 	ETHTOOL_A_COALESCE_RATE_SAMPLE_INTERVAL   = 0x17
 	ETHTOOL_A_COALESCE_USE_CQE_MODE_TX        = 0x18
 	ETHTOOL_A_COALESCE_USE_CQE_MODE_RX        = 0x19
-	ETHTOOL_A_COALESCE_MAX                    = 0x20
+	ETHTOOL_A_COALESCE_MAX                    = 0x1e
 	ETHTOOL_A_PAUSE_UNSPEC                    = 0x0
 	ETHTOOL_A_PAUSE_HEADER                    = 0x1
 	ETHTOOL_A_PAUSE_AUTONEG                   = 0x2
@@ -4136,7 +4034,7 @@ const (
 	ETHTOOL_A_PAUSE_STAT_PAD                  = 0x1
 	ETHTOOL_A_PAUSE_STAT_TX_FRAMES            = 0x2
 	ETHTOOL_A_PAUSE_STAT_RX_FRAMES            = 0x3
-	ETHTOOL_A_PAUSE_STAT_MAX                  = 0x4
+	ETHTOOL_A_PAUSE_STAT_MAX                  = 0x3
 	ETHTOOL_A_EEE_UNSPEC                      = 0x0
 	ETHTOOL_A_EEE_HEADER                      = 0x1
 	ETHTOOL_A_EEE_MODES_OURS                  = 0x2
@@ -4287,29 +4185,19 @@ type HwTstampConfig struct {
 }
 
 const (
-	HWTSTAMP_FILTER_NONE                = 0x0
-	HWTSTAMP_FILTER_ALL                 = 0x1
-	HWTSTAMP_FILTER_SOME                = 0x2
-	HWTSTAMP_FILTER_PTP_V1_L4_EVENT     = 0x3
-	HWTSTAMP_FILTER_PTP_V1_L4_SYNC      = 0x4
-	HWTSTAMP_FILTER_PTP_V1_L4_DELAY_REQ = 0x5
-	HWTSTAMP_FILTER_PTP_V2_L4_EVENT     = 0x6
-	HWTSTAMP_FILTER_PTP_V2_L4_SYNC      = 0x7
-	HWTSTAMP_FILTER_PTP_V2_L4_DELAY_REQ = 0x8
-	HWTSTAMP_FILTER_PTP_V2_L2_EVENT     = 0x9
-	HWTSTAMP_FILTER_PTP_V2_L2_SYNC      = 0xa
-	HWTSTAMP_FILTER_PTP_V2_L2_DELAY_REQ = 0xb
-	HWTSTAMP_FILTER_PTP_V2_EVENT        = 0xc
-	HWTSTAMP_FILTER_PTP_V2_SYNC         = 0xd
-	HWTSTAMP_FILTER_PTP_V2_DELAY_REQ    = 0xe
-	HWTSTAMP_FILTER_NTP_ALL             = 0xf
+	HWTSTAMP_FILTER_NONE            = 0x0
+	HWTSTAMP_FILTER_ALL             = 0x1
+	HWTSTAMP_FILTER_SOME            = 0x2
+	HWTSTAMP_FILTER_PTP_V1_L4_EVENT = 0x3
+	HWTSTAMP_FILTER_PTP_V2_L4_EVENT = 0x6
+	HWTSTAMP_FILTER_PTP_V2_L2_EVENT = 0x9
+	HWTSTAMP_FILTER_PTP_V2_EVENT    = 0xc
 )
 
 const (
 	HWTSTAMP_TX_OFF          = 0x0
 	HWTSTAMP_TX_ON           = 0x1
 	HWTSTAMP_TX_ONESTEP_SYNC = 0x2
-	HWTSTAMP_TX_ONESTEP_P2P  = 0x3
 )
 
 type (
@@ -4560,12 +4448,9 @@ const (
 )
 
 type LandlockRulesetAttr struct {
-	Handled_access_fs  uint64
-	Handled_access_net uint64
-	Scoped             uint64
-	Quiet_access_fs    uint64
-	Quiet_access_net   uint64
-	Quiet_scoped       uint64
+	Access_fs  uint64
+	Access_net uint64
+	Scoped     uint64
 }
 
 type LandlockPathBeneathAttr struct {
@@ -4576,51 +4461,6 @@ type LandlockPathBeneathAttr struct {
 const (
 	LANDLOCK_RULE_PATH_BENEATH = 0x1
 )
-
-const (
-	PIDFD_SIGNAL_THREAD        = 0x1
-	PIDFD_SIGNAL_THREAD_GROUP  = 0x2
-	PIDFD_SIGNAL_PROCESS_GROUP = 0x4
-	PIDFD_SELF_THREAD          = -0x2710
-	PIDFD_SELF_THREAD_GROUP    = -0x2711
-	PIDFD_SELF                 = -0x2710
-	PIDFD_SELF_PROCESS         = -0x2711
-	PIDFD_INFO_PID             = 0x1
-	PIDFD_INFO_CREDS           = 0x2
-	PIDFD_INFO_CGROUPID        = 0x4
-	PIDFD_INFO_EXIT            = 0x8
-	PIDFD_INFO_COREDUMP        = 0x10
-	PIDFD_COREDUMPED           = 0x1
-	PIDFD_COREDUMP_SKIP        = 0x2
-	PIDFD_COREDUMP_USER        = 0x4
-	PIDFD_COREDUMP_ROOT        = 0x8
-	PIDFD_INFO_SIZE_VER0       = 0x40
-	PIDFD_GET_INFO             = 0xc058ff0b
-)
-
-const SizeofPidfdInfo = 0x58
-
-type PidfdInfo struct {
-	Mask            uint64
-	Cgroupid        uint64
-	Pid             uint32
-	Tgid            uint32
-	Ppid            uint32
-	Ruid            uint32
-	Rgid            uint32
-	Euid            uint32
-	Egid            uint32
-	Suid            uint32
-	Sgid            uint32
-	Fsuid           uint32
-	Fsgid           uint32
-	Exit_code       int32
-	Coredump_mask   uint32
-	Coredump_signal uint32
-	Coredump_code   uint32
-	Coredump_pad    uint32
-	Supported_mask  uint64
-}
 
 const (
 	IPC_CREAT   = 0x200
@@ -4961,7 +4801,7 @@ const (
 	NL80211_ATTR_MAC_HINT                                   = 0xc8
 	NL80211_ATTR_MAC_MASK                                   = 0xd7
 	NL80211_ATTR_MAX_AP_ASSOC_STA                           = 0xca
-	NL80211_ATTR_MAX                                        = 0x16e
+	NL80211_ATTR_MAX                                        = 0x151
 	NL80211_ATTR_MAX_CRIT_PROT_DURATION                     = 0xb4
 	NL80211_ATTR_MAX_CSA_COUNTERS                           = 0xce
 	NL80211_ATTR_MAX_HW_TIMESTAMP_PEERS                     = 0x143
@@ -5176,12 +5016,12 @@ const (
 	NL80211_ATTR_WOWLAN_TRIGGERS                            = 0x75
 	NL80211_ATTR_WOWLAN_TRIGGERS_SUPPORTED                  = 0x76
 	NL80211_ATTR_WPA_VERSIONS                               = 0x4b
-	NL80211_AUTHTYPE_AUTOMATIC                              = 0xa
+	NL80211_AUTHTYPE_AUTOMATIC                              = 0x8
 	NL80211_AUTHTYPE_FILS_PK                                = 0x7
 	NL80211_AUTHTYPE_FILS_SK                                = 0x5
 	NL80211_AUTHTYPE_FILS_SK_PFS                            = 0x6
 	NL80211_AUTHTYPE_FT                                     = 0x2
-	NL80211_AUTHTYPE_MAX                                    = 0x9
+	NL80211_AUTHTYPE_MAX                                    = 0x7
 	NL80211_AUTHTYPE_NETWORK_EAP                            = 0x3
 	NL80211_AUTHTYPE_OPEN_SYSTEM                            = 0x0
 	NL80211_AUTHTYPE_SAE                                    = 0x4
@@ -5214,7 +5054,7 @@ const (
 	NL80211_BAND_IFTYPE_ATTR_HE_CAP_PHY                     = 0x3
 	NL80211_BAND_IFTYPE_ATTR_HE_CAP_PPE                     = 0x5
 	NL80211_BAND_IFTYPE_ATTR_IFTYPES                        = 0x1
-	NL80211_BAND_IFTYPE_ATTR_MAX                            = 0xd
+	NL80211_BAND_IFTYPE_ATTR_MAX                            = 0xb
 	NL80211_BAND_IFTYPE_ATTR_VENDOR_ELEMS                   = 0x7
 	NL80211_BAND_LC                                         = 0x5
 	NL80211_BAND_S1GHZ                                      = 0x4
@@ -5349,7 +5189,7 @@ const (
 	NL80211_CMD_LEAVE_MESH                                  = 0x45
 	NL80211_CMD_LEAVE_OCB                                   = 0x6d
 	NL80211_CMD_LINKS_REMOVED                               = 0x9a
-	NL80211_CMD_MAX                                         = 0xa7
+	NL80211_CMD_MAX                                         = 0x9d
 	NL80211_CMD_MICHAEL_MIC_FAILURE                         = 0x29
 	NL80211_CMD_MODIFY_LINK_STA                             = 0x97
 	NL80211_CMD_NAN_MATCH                                   = 0x78
@@ -5595,7 +5435,7 @@ const (
 	NL80211_FREQUENCY_ATTR_GO_CONCURRENT                    = 0xf
 	NL80211_FREQUENCY_ATTR_INDOOR_ONLY                      = 0xe
 	NL80211_FREQUENCY_ATTR_IR_CONCURRENT                    = 0xf
-	NL80211_FREQUENCY_ATTR_MAX                              = 0x29
+	NL80211_FREQUENCY_ATTR_MAX                              = 0x22
 	NL80211_FREQUENCY_ATTR_MAX_TX_POWER                     = 0x6
 	NL80211_FREQUENCY_ATTR_NO_10MHZ                         = 0x11
 	NL80211_FREQUENCY_ATTR_NO_160MHZ                        = 0xc
@@ -5668,7 +5508,7 @@ const (
 	NL80211_IFTYPE_AKM_ATTR_SUITES                          = 0x2
 	NL80211_IFTYPE_AP                                       = 0x3
 	NL80211_IFTYPE_AP_VLAN                                  = 0x4
-	NL80211_IFTYPE_MAX                                      = 0xe
+	NL80211_IFTYPE_MAX                                      = 0xc
 	NL80211_IFTYPE_MESH_POINT                               = 0x7
 	NL80211_IFTYPE_MONITOR                                  = 0x6
 	NL80211_IFTYPE_NAN                                      = 0xc
@@ -5693,7 +5533,7 @@ const (
 	NL80211_KEY_DEFAULT_TYPES                               = 0x8
 	NL80211_KEY_DEFAULT_TYPE_UNICAST                        = 0x1
 	NL80211_KEY_IDX                                         = 0x2
-	NL80211_KEY_MAX                                         = 0xb
+	NL80211_KEY_MAX                                         = 0xa
 	NL80211_KEY_MODE                                        = 0x9
 	NL80211_KEY_NO_TX                                       = 0x1
 	NL80211_KEY_RX_TX                                       = 0x0
@@ -5851,7 +5691,7 @@ const (
 	NL80211_PMKSA_CANDIDATE_BSSID                           = 0x2
 	NL80211_PMKSA_CANDIDATE_INDEX                           = 0x1
 	NL80211_PMKSA_CANDIDATE_PREAUTH                         = 0x3
-	NL80211_PMSR_ATTR_MAX                                   = 0x7
+	NL80211_PMSR_ATTR_MAX                                   = 0x5
 	NL80211_PMSR_ATTR_MAX_PEERS                             = 0x1
 	NL80211_PMSR_ATTR_PEERS                                 = 0x5
 	NL80211_PMSR_ATTR_RANDOMIZE_MAC_ADDR                    = 0x3
@@ -5860,7 +5700,7 @@ const (
 	NL80211_PMSR_FTM_CAPA_ATTR_ASAP                         = 0x1
 	NL80211_PMSR_FTM_CAPA_ATTR_BANDWIDTHS                   = 0x6
 	NL80211_PMSR_FTM_CAPA_ATTR_MAX_BURSTS_EXPONENT          = 0x7
-	NL80211_PMSR_FTM_CAPA_ATTR_MAX                          = 0x1f
+	NL80211_PMSR_FTM_CAPA_ATTR_MAX                          = 0xa
 	NL80211_PMSR_FTM_CAPA_ATTR_MAX_FTMS_PER_BURST           = 0x8
 	NL80211_PMSR_FTM_CAPA_ATTR_NON_ASAP                     = 0x2
 	NL80211_PMSR_FTM_CAPA_ATTR_NON_TRIGGER_BASED            = 0xa
@@ -5882,7 +5722,7 @@ const (
 	NL80211_PMSR_FTM_REQ_ATTR_BURST_PERIOD                  = 0x4
 	NL80211_PMSR_FTM_REQ_ATTR_FTMS_PER_BURST                = 0x6
 	NL80211_PMSR_FTM_REQ_ATTR_LMR_FEEDBACK                  = 0xc
-	NL80211_PMSR_FTM_REQ_ATTR_MAX                           = 0x17
+	NL80211_PMSR_FTM_REQ_ATTR_MAX                           = 0xd
 	NL80211_PMSR_FTM_REQ_ATTR_NON_TRIGGER_BASED             = 0xb
 	NL80211_PMSR_FTM_REQ_ATTR_NUM_BURSTS_EXP                = 0x3
 	NL80211_PMSR_FTM_REQ_ATTR_NUM_FTMR_RETRIES              = 0x7
@@ -5900,7 +5740,7 @@ const (
 	NL80211_PMSR_FTM_RESP_ATTR_FAIL_REASON                  = 0x1
 	NL80211_PMSR_FTM_RESP_ATTR_FTMS_PER_BURST               = 0x8
 	NL80211_PMSR_FTM_RESP_ATTR_LCI                          = 0x13
-	NL80211_PMSR_FTM_RESP_ATTR_MAX                          = 0x21
+	NL80211_PMSR_FTM_RESP_ATTR_MAX                          = 0x15
 	NL80211_PMSR_FTM_RESP_ATTR_NUM_BURSTS_EXP               = 0x6
 	NL80211_PMSR_FTM_RESP_ATTR_NUM_FTMR_ATTEMPTS            = 0x3
 	NL80211_PMSR_FTM_RESP_ATTR_NUM_FTMR_SUCCESSES           = 0x4
@@ -5914,7 +5754,7 @@ const (
 	NL80211_PMSR_FTM_RESP_ATTR_TX_RATE                      = 0xb
 	NL80211_PMSR_PEER_ATTR_ADDR                             = 0x1
 	NL80211_PMSR_PEER_ATTR_CHAN                             = 0x2
-	NL80211_PMSR_PEER_ATTR_MAX                              = 0x5
+	NL80211_PMSR_PEER_ATTR_MAX                              = 0x4
 	NL80211_PMSR_PEER_ATTR_REQ                              = 0x3
 	NL80211_PMSR_PEER_ATTR_RESP                             = 0x4
 	NL80211_PMSR_REQ_ATTR_DATA                              = 0x1
@@ -6007,7 +5847,7 @@ const (
 	NL80211_RATE_INFO_HE_RU_ALLOC_52                        = 0x1
 	NL80211_RATE_INFO_HE_RU_ALLOC_996                       = 0x5
 	NL80211_RATE_INFO_HE_RU_ALLOC                           = 0x11
-	NL80211_RATE_INFO_MAX                                   = 0x20
+	NL80211_RATE_INFO_MAX                                   = 0x1d
 	NL80211_RATE_INFO_MCS                                   = 0x2
 	NL80211_RATE_INFO_S1G_MCS                               = 0x17
 	NL80211_RATE_INFO_S1G_NSS                               = 0x18
@@ -6261,7 +6101,7 @@ const (
 	NL80211_TXRATE_HT                                       = 0x2
 	NL80211_TXRATE_LEGACY                                   = 0x1
 	NL80211_TX_RATE_LIMITED                                 = 0x1
-	NL80211_TXRATE_MAX                                      = 0xa
+	NL80211_TXRATE_MAX                                      = 0x7
 	NL80211_TXRATE_MCS                                      = 0x2
 	NL80211_TXRATE_VHT                                      = 0x3
 	NL80211_UNSOL_BCAST_PROBE_RESP_ATTR_INT                 = 0x1
@@ -6277,7 +6117,7 @@ const (
 	NL80211_WIPHY_RADIO_ATTR_FREQ_RANGE                     = 0x2
 	NL80211_WIPHY_RADIO_ATTR_INDEX                          = 0x1
 	NL80211_WIPHY_RADIO_ATTR_INTERFACE_COMBINATION          = 0x3
-	NL80211_WIPHY_RADIO_ATTR_MAX                            = 0x5
+	NL80211_WIPHY_RADIO_ATTR_MAX                            = 0x4
 	NL80211_WIPHY_RADIO_FREQ_ATTR_END                       = 0x2
 	NL80211_WIPHY_RADIO_FREQ_ATTR_MAX                       = 0x2
 	NL80211_WIPHY_RADIO_FREQ_ATTR_START                     = 0x1
@@ -6451,126 +6291,3 @@ type SockDiagReq struct {
 }
 
 const RTM_NEWNVLAN = 0x70
-
-const (
-	MPOL_BIND                = 0x2
-	MPOL_DEFAULT             = 0x0
-	MPOL_F_ADDR              = 0x2
-	MPOL_F_MEMS_ALLOWED      = 0x4
-	MPOL_F_MOF               = 0x8
-	MPOL_F_MORON             = 0x10
-	MPOL_F_NODE              = 0x1
-	MPOL_F_NUMA_BALANCING    = 0x2000
-	MPOL_F_RELATIVE_NODES    = 0x4000
-	MPOL_F_SHARED            = 0x1
-	MPOL_F_STATIC_NODES      = 0x8000
-	MPOL_INTERLEAVE          = 0x3
-	MPOL_LOCAL               = 0x4
-	MPOL_MAX                 = 0x7
-	MPOL_MF_INTERNAL         = 0x10
-	MPOL_MF_LAZY             = 0x8
-	MPOL_MF_MOVE_ALL         = 0x4
-	MPOL_MF_MOVE             = 0x2
-	MPOL_MF_STRICT           = 0x1
-	MPOL_MF_VALID            = 0x7
-	MPOL_MODE_FLAGS          = 0xe000
-	MPOL_PREFERRED           = 0x1
-	MPOL_PREFERRED_MANY      = 0x5
-	MPOL_WEIGHTED_INTERLEAVE = 0x6
-)
-
-const (
-	GPIO_V2_GET_LINEINFO_IOCTL       = 0xc100b405
-	GPIO_V2_GET_LINE_IOCTL           = 0xc250b407
-	GPIO_V2_LINE_GET_VALUES_IOCTL    = 0xc010b40e
-	GPIO_V2_LINE_SET_VALUES_IOCTL    = 0xc010b40f
-	GPIO_V2_GET_LINEINFO_WATCH_IOCTL = 0xc100b406
-	GPIO_GET_LINEINFO_UNWATCH_IOCTL  = 0xc004b40c
-)
-const (
-	GPIO_V2_LINE_ATTR_ID_FLAGS         = 0x1
-	GPIO_V2_LINE_ATTR_ID_OUTPUT_VALUES = 0x2
-	GPIO_V2_LINE_ATTR_ID_DEBOUNCE      = 0x3
-	GPIO_V2_LINE_CHANGED_REQUESTED     = 0x1
-	GPIO_V2_LINE_CHANGED_RELEASED      = 0x2
-	GPIO_V2_LINE_CHANGED_CONFIG        = 0x3
-	GPIO_V2_LINE_EVENT_RISING_EDGE     = 0x1
-	GPIO_V2_LINE_EVENT_FALLING_EDGE    = 0x2
-)
-
-type GPIOChipInfo struct {
-	Name  [32]byte
-	Label [32]byte
-	Lines uint32
-}
-type GPIOV2LineValues struct {
-	Bits uint64
-	Mask uint64
-}
-type GPIOV2LineAttribute struct {
-	Id    uint32
-	_     uint32
-	Flags uint64
-}
-type GPIOV2LineConfigAttribute struct {
-	Attr GPIOV2LineAttribute
-	Mask uint64
-}
-type GPIOV2LineConfig struct {
-	Flags     uint64
-	Num_attrs uint32
-	_         [5]uint32
-	Attrs     [10]GPIOV2LineConfigAttribute
-}
-type GPIOV2LineRequest struct {
-	Offsets           [64]uint32
-	Consumer          [32]byte
-	Config            GPIOV2LineConfig
-	Num_lines         uint32
-	Event_buffer_size uint32
-	_                 [5]uint32
-	Fd                int32
-}
-type GPIOV2LineInfo struct {
-	Name      [32]byte
-	Consumer  [32]byte
-	Offset    uint32
-	Num_attrs uint32
-	Flags     uint64
-	Attrs     [10]GPIOV2LineAttribute
-	_         [4]uint32
-}
-type GPIOV2LineInfoChanged struct {
-	Info         GPIOV2LineInfo
-	Timestamp_ns uint64
-	Event_type   uint32
-	_            [5]uint32
-}
-type GPIOV2LineEvent struct {
-	Timestamp_ns uint64
-	Id           uint32
-	Offset       uint32
-	Seqno        uint32
-	Line_seqno   uint32
-	_            [6]uint32
-}
-
-const (
-	IPMI_MAX_ADDR_SIZE              = 0x20
-	IPMI_SYSTEM_INTERFACE_ADDR_TYPE = 0xc
-	IPMI_BMC_CHANNEL                = 0xf
-	IPMI_RESPONSE_RECV_TYPE         = 0x1
-)
-
-type IPMISystemInterfaceAddr struct {
-	Type    int32
-	Channel int16
-	Lun     uint8
-	_       [1]byte
-}
-type IPMIMsg struct {
-	Netfn uint8
-	Cmd   uint8
-	Len   uint16
-	Data  *uint8
-}
