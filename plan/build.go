@@ -32,7 +32,8 @@ func Build(in Input) (Desired, error) {
 		TUN:    TUN{Name: g.Iface, MTU: g.MTU},
 		VIP:    netip.PrefixFrom(g.VIP, bits),
 	}
-	links := usableLinks(in)
+	present := upLinks(in)
+	links := usableLinks(in, present)
 
 	for _, fn := range g.Fakenets {
 		d.Routes = append(d.Routes, Route{Table: MainTable, Dst: fn.Masked(), Dev: g.Iface, Src: g.VIP})
@@ -41,11 +42,16 @@ func Build(in Input) (Desired, error) {
 	var active []int
 	for i, table := range g.Tables {
 		p := Path{Index: i, Table: table, Weight: g.Weights[i], Mark: g.Marks[i], Own: g.Own[i], State: PathPending}
-		if l := linkWithAddr(links, g.Own[i]); l != nil {
+		l := Holder(present, g.Own[i])
+		switch down, isDown := in.Health.LinkDown(linkName(l)); {
+		case l == nil:
+			p.Reason = fmt.Sprintf("address %s is on no link that is up", g.Own[i])
+		case isDown:
+			p.Dev, p.State, p.Since = l.Name, PathState(down.State), down.Since
+			p.Reason = l.Name + " " + downReason(down.State)
+		default:
 			p.Dev, p.State = l.Name, PathActive
 			active = append(active, i)
-		} else {
-			p.Reason = fmt.Sprintf("address %s is on no link that is up", g.Own[i])
 		}
 		d.Paths = append(d.Paths, p)
 	}
@@ -84,26 +90,43 @@ func Build(in Input) (Desired, error) {
 	return d, nil
 }
 
-// usableLinks drops links that are down or being taken down (and, with UseCarrier, those without carrier).
-func usableLinks(in Input) []Local {
+// upLinks drops links that are down or being taken down, and the group's own TUN.
+func upLinks(in Input) []Local {
 	var out []Local
 	for _, l := range in.Links {
-		if l.Up && (!in.UseCarrier || l.Carrier) && !slices.Contains(in.Exclude, l.Name) && l.Name != in.Group.Iface {
+		if l.Up && !slices.Contains(in.Exclude, l.Name) && l.Name != in.Group.Iface {
 			out = append(out, l)
 		}
 	}
 	return out
 }
 
-func linkWithAddr(links []Local, a netip.Addr) *Local {
-	for i := range links {
-		for _, p := range links[i].Addrs {
-			if p.Addr() == a {
-				return &links[i]
-			}
+// usableLinks drops, of the links that are up, those Health counts as down: no route leaves by them.
+func usableLinks(in Input, up []Local) []Local {
+	var out []Local
+	for _, l := range up {
+		if _, down := in.Health.LinkDown(l.Name); !down {
+			out = append(out, l)
 		}
 	}
-	return nil
+	return out
+}
+
+func linkName(l *Local) string {
+	if l == nil {
+		return ""
+	}
+	return l.Name
+}
+
+func downReason(state string) string {
+	switch state {
+	case DownNoCarrier:
+		return "has no carrier"
+	case DownProbeFailed:
+		return "passes no traffic: no gateway on it answers probes"
+	}
+	return "counts as down (" + state + ")"
 }
 
 // linkForGateway picks the link whose subnet holds gw, the most specific subnet first.

@@ -5,6 +5,7 @@ package plan
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/linkagg/linkagg-hooks/parser"
 )
@@ -25,29 +26,32 @@ const (
 type Local struct {
 	Name string
 	// Up is administratively up: what ifupdown's if-up made. Paths follow it, not the carrier, because
-	// ifupdown sends no event when a carrier comes or goes; carrier-driven failover needs a watcher.
+	// ifupdown sends no event when a carrier comes or goes; carrier counts only through Input.Health, which
+	// only planners that see the carrier return fill in (networkd, `linkagg watch`).
 	Up      bool
-	Carrier bool           // up with carrier (oper up or unknown), for status
+	Carrier bool           // up with carrier (oper up or unknown): read by package health, not by Build
 	Addrs   []netip.Prefix // addresses with their prefix length, both families
 }
 
 // Input is what Build needs: the group and the host's links. Exclude names links that are going away
-// (an ifupdown pre-down of a member NIC still shows its address) and must be planned as absent.
+// (an ifupdown pre-down of a member NIC still shows its address) and must be planned as absent. Health
+// names the links that are up but count as down (no carrier, probes unanswered): their paths are out,
+// with the state and time Health gives.
 type Input struct {
 	Group   parser.Group
 	Links   []Local
 	Exclude []string
-	// UseCarrier plans a link that is up without carrier as down. Only planners that get an event when the
-	// carrier returns may set it (networkd-dispatcher, `linkagg watch`); otherwise the path would stay out.
-	UseCarrier bool
+	Health  Health
 }
 
 // PathState says whether a path can carry traffic now.
 type PathState string
 
 const (
-	PathActive  PathState = "active"
-	PathPending PathState = "pending" // our address for it is on no link that is up yet
+	PathActive      PathState = "active"
+	PathPending     PathState = "pending"       // our address for it is on no link that is up yet
+	PathNoCarrier   PathState = DownNoCarrier   // its link is up without carrier (Input.Health)
+	PathProbeFailed PathState = DownProbeFailed // its link passes no traffic: every gateway on it is silent
 )
 
 // Path is one of the group's paths (one per table) as planned.
@@ -59,8 +63,12 @@ type Path struct {
 	Own    netip.Addr // our address on this path
 	Dev    string     // the local link holding Own; empty when pending
 	State  PathState
-	Reason string // why pending
+	Reason string    // why it is not active
+	Since  time.Time // when its link went down (no-carrier, probe-failed), from Input.Health
 }
+
+// Active tells whether the path carries traffic: in the sequence, with its rule and routes.
+func (p Path) Active() bool { return p.State == PathActive }
 
 // TUN is the device that holds the VIP.
 type TUN struct {

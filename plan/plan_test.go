@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/linkagg/linkagg-hooks/parser"
 )
@@ -151,21 +152,25 @@ func TestBuildGolden(t *testing.T) {
 		group   parser.Group
 		links   []Local
 		exclude []string
+		health  Health
 	}{
-		{"seed-all-up", seedGroup(), seedLinks(), nil},
-		{"seed-weighted", weighted, seedLinks(), nil},
+		{"seed-all-up", seedGroup(), seedLinks(), nil, Health{}},
+		{"seed-weighted", weighted, seedLinks(), nil, Health{}},
 		// eth1 has no address yet (boot order): path 2 is pending, the rest work
-		{"seed-eth1-pending", seedGroup(), withoutAddrs(seedLinks(), "eth1"), nil},
+		{"seed-eth1-pending", seedGroup(), withoutAddrs(seedLinks(), "eth1"), nil, Health{}},
 		// ifupdown pre-down of eth2: its address is still there but the path must leave
-		{"seed-eth2-going-down", seedGroup(), seedLinks(), []string{"eth2"}},
+		{"seed-eth2-going-down", seedGroup(), seedLinks(), []string{"eth2"}, Health{}},
 		// the router's subnet is down: every table loses its route to .1, path 4 is pending
-		{"seed-eth3-down", seedGroup(), withDown(seedLinks(), "eth3"), nil},
-		{"no-link-up", seedGroup(), []Local{{Name: "lo", Up: true}}, nil},
-		{"two-paths-one-subnet", twoShared, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("10.99.0.10/24")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("10.99.0.11/24")}}}, nil},
-		{"inet6", v6, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("fd00:0::10/64")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("fd00:1::10/64")}}}, nil},
+		{"seed-eth3-down", seedGroup(), withDown(seedLinks(), "eth3"), nil, Health{}},
+		{"no-link-up", seedGroup(), []Local{{Name: "lo", Up: true}}, nil, Health{}},
+		// the watcher found eth1 without carrier and eth2's gateways silent
+		{"seed-eth1-no-carrier-eth2-probe-failed", seedGroup(), seedLinks(), nil, Health{Links: map[string]Down{
+			"eth1": {DownNoCarrier, since}, "eth2": {DownProbeFailed, since.Add(time.Second)}}}},
+		{"two-paths-one-subnet", twoShared, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("10.99.0.10/24")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("10.99.0.11/24")}}}, nil, Health{}},
+		{"inet6", v6, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("fd00:0::10/64")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("fd00:1::10/64")}}}, nil, Health{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGolden(t, tc.name, Input{Group: tc.group, Links: tc.links, Exclude: tc.exclude})
+			checkGolden(t, tc.name, Input{Group: tc.group, Links: tc.links, Exclude: tc.exclude, Health: tc.health})
 		})
 	}
 }

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/linkagg/linkagg-hooks/parser"
 )
@@ -19,10 +20,13 @@ func (d Desired) Commands() []string {
 
 	add("# group %s: %d of %d paths active", d.Group, d.activePaths(), len(d.Paths))
 	for _, p := range d.Paths {
-		if p.State == PathActive {
+		switch {
+		case p.Active():
 			add("#   path %d table %d weight %d mark %#x: %s on %s", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev)
-		} else {
+		case p.State == PathPending:
 			add("#   path %d table %d weight %d mark %#x: pending (%s)", p.Index+1, p.Table, p.Weight, p.Mark, p.Reason)
+		default:
+			add("#   path %d table %d weight %d mark %#x: %s on %s, %s since %s (%s)", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev, p.State, p.Since.UTC().Format(time.RFC3339), p.Reason)
 		}
 	}
 	add("ip tuntap add mode tun name %s   # only if missing", d.TUN.Name)
@@ -53,7 +57,7 @@ func (d Desired) Commands() []string {
 func (d Desired) activePaths() int {
 	n := 0
 	for _, p := range d.Paths {
-		if p.State == PathActive {
+		if p.Active() {
 			n++
 		}
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/netip"
 	"time"
 
 	"github.com/linkagg/linkagg-hooks/apply"
@@ -34,18 +33,17 @@ func status(e *engine.Engine, ids []string, w io.Writer) (drift bool, err error)
 			if err != nil {
 				return fmt.Errorf("%s: %w", g.ID(), err)
 			}
-			watched := engine.WatchState(e.Apply.RunDir)
 			for _, p := range d.Paths {
-				l := linkOf(links, p.Own)
-				if ws, ok := watched[linkName(l)]; ok {
-					// the watcher took it out: carrier lost, or its gateway stopped answering probes
-					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s on %s: %s since %s (%s)\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, l.Name, ws.State, ws.Since.Format(time.RFC3339), p.State)
-				} else if l != nil && l.Up && !l.Carrier {
-					// planned out (networkd) or, without a watcher on an ifupdown host, still in the sequence
-					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s on %s: no-carrier (%s)\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, l.Name, p.State)
-				} else if p.State == plan.PathActive {
+				l := plan.Holder(links, p.Own)
+				switch {
+				case p.State == plan.PathNoCarrier || p.State == plan.PathProbeFailed:
+					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s on %s: %s since %s (%s)\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev, p.State, p.Since.Format(time.RFC3339), p.Reason)
+				case p.Active() && l != nil && !l.Carrier:
+					// without a watcher on an ifupdown host nothing counts carrier: the path stays in the sequence
+					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s on %s: no-carrier (still active: no watcher counts carrier)\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, l.Name)
+				case p.Active():
 					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s on %s: up\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev)
-				} else {
+				default:
 					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s: pending (%s)\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Reason)
 				}
 			}
@@ -61,21 +59,3 @@ func status(e *engine.Engine, ids []string, w io.Writer) (drift bool, err error)
 	return drift, err
 }
 
-// linkOf is the link holding address a, or nil.
-func linkOf(links []plan.Local, a netip.Addr) *plan.Local {
-	for i := range links {
-		for _, p := range links[i].Addrs {
-			if p.Addr() == a {
-				return &links[i]
-			}
-		}
-	}
-	return nil
-}
-
-func linkName(l *plan.Local) string {
-	if l == nil {
-		return ""
-	}
-	return l.Name
-}

@@ -110,7 +110,7 @@ func (e *Engine) Desired(g *parser.Group, exclude []string) (plan.Desired, error
 	if err != nil {
 		return plan.Desired{}, err
 	}
-	d, err := plan.Build(plan.Input{Group: *g, Links: links, Exclude: append(slices.Clone(exclude), ProbeFailed(e.Apply.RunDir)...), UseCarrier: e.UseCarrier || WatcherRunning(e.Apply.RunDir)})
+	d, err := plan.Build(plan.Input{Group: *g, Links: links, Exclude: exclude, Health: e.Health(links)})
 	if err != nil {
 		return plan.Desired{}, &ConfigError{err}
 	}
@@ -158,7 +158,7 @@ func (e *Engine) Down(groups []*parser.Group, keepTUN bool) error {
 func (e *Engine) logResult(id, what string, d plan.Desired, res apply.Result) {
 	active := 0
 	for _, p := range d.Paths {
-		if p.State == plan.PathActive {
+		if p.Active() {
 			active++
 		}
 	}
@@ -240,6 +240,30 @@ func (e *Engine) handleMember(in hooks.Intent, cfg *parser.Config) error {
 		return nil
 	}
 	return e.Up(running, exclude)
+}
+
+// Health is what the planners count as down: links up without carrier when carrier counts (networkd, a
+// watcher runs), read from links now, and the links a running watcher found passing no traffic.
+func (e *Engine) Health(links []plan.Local) plan.Health {
+	h := plan.Health{Links: map[string]plan.Down{}}
+	watched := WatchState(e.Apply.RunDir)
+	if e.UseCarrier || watched != nil || WatcherRunning(e.Apply.RunDir) {
+		for _, l := range links {
+			if l.Up && !l.Carrier {
+				d := plan.Down{State: plan.DownNoCarrier, Since: time.Now()}
+				if w, ok := watched[l.Name]; ok && w.State == plan.DownNoCarrier {
+					d.Since = w.Since
+				}
+				h.Links[l.Name] = d
+			}
+		}
+	}
+	for name, w := range watched {
+		if w.State == plan.DownProbeFailed {
+			h.Links[name] = plan.Down{State: w.State, Since: w.Since}
+		}
+	}
+	return h
 }
 
 // Running tells whether g's TUN is up (for status).
