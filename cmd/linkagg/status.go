@@ -58,4 +58,3 @@ func status(e *engine.Engine, ids []string, w io.Writer) (drift bool, err error)
 	})
 	return drift, err
 }
-
