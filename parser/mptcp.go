@@ -19,6 +19,7 @@ const (
 	optMPChecksum  = "mptcp-checksum"     // net.mptcp.checksum_enabled
 	optMPSynRetry  = "mptcp-syn-retries"  // net.mptcp.syn_retrans_before_tcp_fallback
 	optMPPrimary   = "mptcp-primary"      // 1-based path the first subflow (source = VIP) takes
+	optMPTransp    = "mptcp-transparent"  // off | all | UNIT...: TCP sockets made MPTCP by a BPF program
 	mpOptionPrefix = "mptcp-"
 )
 
@@ -69,7 +70,14 @@ type MPTCP struct {
 	Checksum    string // "1", "0" or ""
 	SynRetries  string // "" = leave alone
 	Primary     int    // 1-based path of the first subflow; 0 = the heaviest active path
+	// Transparent: every TCP socket of the host becomes MPTCP (TransparentAll), or those of processes in
+	// these systemd units/slices (sorted, unique); neither = off.
+	TransparentAll   bool
+	TransparentUnits []string
 }
+
+// MaxTransparentUnits is how many units one group may name (the size of the BPF map).
+const MaxTransparentUnits = 64
 
 // AvailableSchedulers lists the MPTCP schedulers of the running kernel; nil when unknown (no MPTCP, or
 // not Linux). A variable so tests can pretend another kernel. Reading /proc is the only way to tell, and
@@ -83,7 +91,7 @@ var AvailableSchedulers = func() []string {
 }
 
 func init() {
-	for _, o := range []string{optMPFlags, optMultipath, optMPSched, optMPPM, optMPChecksum, optMPSynRetry, optMPPrimary} {
+	for _, o := range []string{optMPFlags, optMultipath, optMPSched, optMPPM, optMPChecksum, optMPSynRetry, optMPPrimary, optMPTransp} {
 		ourOptions[o] = true
 	}
 	tomlKeys[optMPFlags] = kStrings
@@ -93,7 +101,8 @@ func init() {
 	tomlKeys[optMPChecksum] = kString
 	tomlKeys[optMPSynRetry] = kInt
 	tomlKeys[optMPPrimary] = kInt
-	tomlKeyList += ", " + strings.Join([]string{optMPFlags, optMultipath, optMPSched, optMPPM, optMPChecksum, optMPSynRetry, optMPPrimary}, ", ")
+	tomlKeys[optMPTransp] = kStringOrStrings
+	tomlKeyList += ", " + strings.Join([]string{optMPFlags, optMultipath, optMPSched, optMPPM, optMPChecksum, optMPSynRetry, optMPPrimary, optMPTransp}, ", ")
 }
 
 // buildMPTCP reads the MPTCP options; they are refused in mode packet, where they would silently do nothing.
@@ -200,6 +209,11 @@ func buildMPTCP(r *rawGroup, g *Group) error {
 		}
 		m.Primary = n
 	}
+	if o, ok := r.get(optMPTransp); ok {
+		if err := parseTransparent(o, &m); err != nil {
+			return err
+		}
+	}
 	if m.Fullmesh {
 		for i := range m.Paths {
 			if !m.Paths[i].Off {
@@ -257,4 +271,61 @@ func mapScheduler(w word) (string, error) {
 		return "", errAt(w.pos, "mptcp-scheduler %s: not available in this kernel (net.mptcp.available_schedulers: %s)%s; use mptcp-scheduler default", s, strings.Join(avail, " "), hint)
 	}
 	return s, nil
+}
+
+// parseTransparent reads `mptcp-transparent off|all|UNIT...`. Units are matched by the name of their cgroup,
+// which systemd names after the unit; only units that hold processes (services, scopes, slices) have one.
+func parseTransparent(o option, m *MPTCP) error {
+	if len(o.words) == 0 {
+		return errAt(o.pos, "mptcp-transparent: expected off, all, or systemd unit names (ssh.service user.slice)")
+	}
+	for _, w := range o.words {
+		switch {
+		case w.s == "off" || w.s == "all":
+			if len(o.words) != 1 {
+				return errAt(w.pos, "mptcp-transparent %s: expected alone (not with unit names)", w.s)
+			}
+			m.TransparentAll = w.s == "all"
+			return nil
+		case w.s == "-.slice":
+			return errAt(w.pos, "mptcp-transparent -.slice: the root slice holds every process; say all")
+		case strings.HasSuffix(w.s, "@.service"):
+			return errAt(w.pos, "mptcp-transparent %s: a template has no processes; name an instance (getty@tty1.service) or the slice of its instances (system-getty.slice)", w.s)
+		}
+		if err := unitName(w); err != nil {
+			return err
+		}
+		if slices.Contains(m.TransparentUnits, w.s) {
+			return errAt(w.pos, "mptcp-transparent: %s given twice", w.s)
+		}
+		m.TransparentUnits = append(m.TransparentUnits, w.s)
+	}
+	if len(m.TransparentUnits) > MaxTransparentUnits {
+		return errAt(o.pos, "mptcp-transparent names %d units: expected at most %d (name their slice instead)", len(m.TransparentUnits), MaxTransparentUnits)
+	}
+	slices.Sort(m.TransparentUnits)
+	return nil
+}
+
+// unitName checks a systemd unit name: NAME.service, NAME.scope or NAME.slice, at most 255 bytes of
+// letters, digits and ":-_.\\@" (systemd's own rule).
+func unitName(w word) error {
+	suffix := ""
+	for _, s := range []string{".service", ".scope", ".slice"} {
+		if strings.HasSuffix(w.s, s) && len(w.s) > len(s) {
+			suffix = s
+		}
+	}
+	if suffix == "" {
+		return errAt(w.pos, "mptcp-transparent %q: expected off, all, or systemd unit names ending in .service, .scope or .slice", w.s)
+	}
+	if len(w.s) > 255 {
+		return errAt(w.pos, "mptcp-transparent: unit name of %d bytes: expected at most 255", len(w.s))
+	}
+	for _, c := range w.s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(":-_.\\@", c)) {
+			return errAt(w.pos, "mptcp-transparent %q: %q is not allowed in a systemd unit name", w.s, c)
+		}
+	}
+	return nil
 }

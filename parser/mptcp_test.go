@@ -1,6 +1,8 @@
 package parser
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -117,5 +119,70 @@ mptcp-primary = 2
 	}
 	if _, err := ParseTOML("a.toml", []byte(baseTOML+"mode = \"mptcp\"\nmptcp-path-manager = \"ndiffports\"\n")); err == nil || !strings.Contains(err.Error(), "ndiffports") {
 		t.Errorf("ndiffports in TOML: %v", err)
+	}
+}
+
+// mptcp-transparent: off, all, or unit names (sorted); TOML takes a string or an array.
+func TestMPTCPTransparent(t *testing.T) {
+	for _, c := range []struct {
+		line  string
+		all   bool
+		units []string
+	}{
+		{"mptcp-transparent off", false, nil},
+		{"mptcp-transparent all", true, nil},
+		{"mptcp-transparent user.slice ssh.service", false, []string{"ssh.service", "user.slice"}},
+		{"mptcp-transparent getty@tty1.service session-3.scope system-getty.slice", false, []string{"getty@tty1.service", "session-3.scope", "system-getty.slice"}},
+	} {
+		g, err := parseOne(t, base+"    mode hybrid\n    "+c.line+"\n")
+		if err != nil {
+			t.Fatalf("%s: %v", c.line, err)
+		}
+		if g.MPTCP.TransparentAll != c.all || !slices.Equal(g.MPTCP.TransparentUnits, c.units) {
+			t.Errorf("%s: got all=%v units=%v", c.line, g.MPTCP.TransparentAll, g.MPTCP.TransparentUnits)
+		}
+	}
+	for _, c := range []struct{ line, phrase string }{
+		{"mptcp-transparent all ssh.service", "mptcp-transparent all: expected alone"},
+		{"mptcp-transparent ssh", `mptcp-transparent "ssh": expected off, all, or systemd unit names ending in .service, .scope or .slice`},
+		{"mptcp-transparent ssh.socket", "ending in .service, .scope or .slice"},
+		{"mptcp-transparent getty@.service", "a template has no processes"},
+		{"mptcp-transparent -.slice", "the root slice holds every process; say all"},
+		{"mptcp-transparent a.service a.service", "a.service given twice"},
+		{"mptcp-transparent a/b.service", `'/' is not allowed`},
+		{"mptcp-transparent " + strings.Repeat("x", 250) + ".service", "expected at most 255"},
+	} {
+		_, err := parseOne(t, base+"    mode mptcp\n    "+c.line+"\n")
+		if err == nil || !strings.Contains(err.Error(), c.phrase) || !strings.HasPrefix(err.Error(), "interfaces:9: ") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%.40s: got %v, want one line at interfaces:9 containing %q", c.line, err, c.phrase)
+		}
+	}
+	var many []string
+	for i := range MaxTransparentUnits + 1 {
+		many = append(many, fmt.Sprintf("u%d.service", i))
+	}
+	if _, err := parseOne(t, base+"    mode mptcp\n    mptcp-transparent "+strings.Join(many, " ")+"\n"); err == nil || !strings.Contains(err.Error(), "at most 64") {
+		t.Errorf("65 units: %v", err)
+	}
+	// mode packet: refused, even off
+	for _, v := range []string{"all", "off"} {
+		if _, err := parseOne(t, base+"    mptcp-transparent "+v+"\n"); err == nil || err.Error() != "interfaces:8: mptcp-transparent needs mode mptcp or hybrid (this group is mode packet)" {
+			t.Errorf("mode packet, %s: %v", v, err)
+		}
+	}
+	for text, want := range map[string][]string{
+		`mptcp-transparent = "all"`:                         nil,
+		`mptcp-transparent = ["user.slice", "ssh.service"]`: {"ssh.service", "user.slice"},
+	} {
+		gs, err := ParseTOML("a.toml", []byte(baseTOML+"mode = \"mptcp\"\n"+text+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if m := gs[0].MPTCP; m.TransparentAll != (want == nil) || !slices.Equal(m.TransparentUnits, want) {
+			t.Errorf("%s: got %+v", text, m)
+		}
+	}
+	if _, err := ParseTOML("a.toml", []byte(baseTOML+"mode = \"mptcp\"\nmptcp-transparent = 1\n")); err == nil || !strings.Contains(err.Error(), "expected a string or an array of strings, got an integer") {
+		t.Errorf("TOML integer: %v", err)
 	}
 }

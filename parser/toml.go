@@ -20,6 +20,7 @@ const (
 	kStrings
 	kInts
 	kIntsOrStrings
+	kStringOrStrings // one string or an array of strings (mptcp-transparent = "all" | ["ssh.service", ...])
 )
 
 var tomlKeys = map[string]tomlKind{
@@ -135,6 +136,16 @@ func tomlWords(v any, kind tomlKind, op Pos, text []string) ([]word, error) {
 			}
 		}
 		return word{}, false
+	}
+	if kind == kStringOrStrings {
+		switch v.(type) {
+		case string:
+			kind = kString
+		case []any:
+			kind = kStrings
+		default:
+			return nil, errAt(op, "expected a string or an array of strings, got %s", tomlType(v))
+		}
 	}
 	want := map[tomlKind]string{
 		kString: "a string", kInt: "an integer", kIntOrString: "an integer or a string",

@@ -128,4 +128,6 @@ type Desired struct {
 	Nft     *Nft // nil when no path is active
 	Sysctls []Sysctl
 	MPTCP   *MPTCP // mode mptcp or hybrid (plan/mptcp.go)
+	// Transparent (mode mptcp or hybrid with mptcp-transparent): which TCP sockets a BPF program makes MPTCP.
+	Transparent *Transparent `json:",omitempty"`
 }

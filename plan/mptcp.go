@@ -3,6 +3,8 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/linkagg/linkagg-hooks/parser"
 )
@@ -95,6 +97,9 @@ func buildMPTCP(g parser.Group, d *Desired, active []int, bits int) {
 	}
 	m.Limits = Limits{Subflows: min(subflows, maxMPTCPLimit), AddAddrAccepted: min(n, maxMPTCPLimit)}
 	d.MPTCP = m
+	if g.MPTCP.TransparentAll || len(g.MPTCP.TransparentUnits) > 0 {
+		d.Transparent = &Transparent{All: g.MPTCP.TransparentAll, Units: slices.Clone(g.MPTCP.TransparentUnits)}
+	}
 
 	d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/mptcp/enabled", Value: "1"})
 	if v := g.MPTCP.Checksum; v != "" {
@@ -128,4 +133,32 @@ func (m *MPTCP) Commands(paths []Path) []string {
 	}
 	out = append(out, fmt.Sprintf("ip mptcp limits set subflows %d add_addr_accepted %d   # raise only", m.Limits.Subflows, m.Limits.AddAddrAccepted))
 	return out
+}
+
+// Commands renders the BPF program as a comment: no ip/nft/sysctl command makes it (bpftool could load
+// and pin it, but not assemble it).
+func (t *Transparent) Commands(group string) []string {
+	return []string{fmt.Sprintf("# mptcp-transparent %s: BPF fmod_ret program on update_socket_protocol, pinned at /sys/fs/bpf/linkagg/NETNS-COOKIE/%s/link (made by linkagg apply only)", t, group)}
+}
+
+// Transparent is the scope of mptcp-transparent: every TCP socket created in the host's network namespace
+// (All), or those of processes in the named systemd units/slices. Applied as a BPF program (apply/mptcpify.go).
+type Transparent struct {
+	All   bool     `json:",omitempty"`
+	Units []string `json:",omitempty"` // sorted, unique
+}
+
+// Equal compares two scopes.
+func (t Transparent) Equal(o Transparent) bool {
+	return t.All == o.All && slices.Equal(t.Units, o.Units)
+}
+
+func (t Transparent) String() string {
+	if t.All {
+		return "all"
+	}
+	if len(t.Units) == 0 {
+		return "(no unit)"
+	}
+	return strings.Join(t.Units, " ")
 }

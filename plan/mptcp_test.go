@@ -39,6 +39,12 @@ func TestMPTCPGolden(t *testing.T) {
 		{"hybrid-weighted", func() parser.Group { g := mptcpGroup(3, 2, 3, 2); g.Mode = parser.ModeHybrid; return g }(), seedLinks()},
 		// eth1 has no address: no endpoint and no rule for path 2 (no stale endpoint)
 		{"mptcp-eth1-pending", mptcpGroup(), withoutAddrs(seedLinks(), "eth1")},
+		// mptcp-transparent: the program is a comment in the commands (only apply makes it)
+		{"mptcp-transparent", func() parser.Group {
+			g := mptcpGroup()
+			g.MPTCP.TransparentUnits = []string{"ssh.service", "user.slice"}
+			return g
+		}(), seedLinks()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkGolden(t, tc.name, Input{Group: tc.group, Links: tc.links})

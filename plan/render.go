@@ -48,6 +48,9 @@ func (d Desired) Commands() []string {
 	if d.MPTCP != nil {
 		out = append(out, d.MPTCP.Commands(d.Paths)...)
 	}
+	if d.Transparent != nil {
+		out = append(out, d.Transparent.Commands(d.Group)...)
+	}
 	if d.Nft != nil {
 		out = append(out, d.Nft.Script()...)
 	}
