@@ -10,29 +10,62 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/linkagg/linkagg-hooks/parser"
 	"github.com/linkagg/linkagg-hooks/plan"
 )
 
-// Apply converges the kernel to d, writing only the difference. On any error every write of this run is
-// undone and the error names the step that failed.
-func Apply(d plan.Desired, o Options) (Result, error) {
+// Apply converges the kernel to d, writing only the difference. On any error, including a failure to save
+// the group's footprint or the sysctl claims afterwards, every write of this run is undone and the error
+// names the step that failed.
+func (s *Session) Apply(d plan.Desired) (Result, error) {
 	if d.Group == "" || d.TUN.Name == "" {
 		return Result{}, errors.New("apply: Desired has no group or TUN name")
 	}
-	unlock, err := lock(o)
-	if err != nil {
-		return Result{}, err
+	if s.unlock == nil {
+		return Result{}, errors.New("apply: the session is read-only")
 	}
-	defer unlock()
-	if err := precheck(d); err != nil { // foreign state in our way: refuse before the first write
+	fp, err := s.loadFootprint(d.Group)
+	if err != nil {
 		return Result{}, fmt.Errorf("apply %s: %w", d.Group, err)
 	}
-	st, sst, err := loadStates(o.RunDir, d.Group)
-	if err != nil {
-		return Result{}, err
+	if err := s.precheck(d, fp); err != nil { // foreign state in our way: refuse before the first write
+		return Result{}, fmt.Errorf("apply %s: %w", d.Group, err)
 	}
-	t := &txn{o: o}
-	if err := converge(t, d, &st, sst); err != nil {
+	sst, err := s.loadSysctlState()
+	if err != nil {
+		return Result{}, fmt.Errorf("apply %s: %w", d.Group, err)
+	}
+	// write-ahead: before the first write the footprint covers the old state and the new plan, so a run
+	// killed half-way leaves nothing its group cannot find again
+	prevFile, err := s.dir.Read(footprintFile(d.Group))
+	if err != nil {
+		return Result{}, fmt.Errorf("apply %s: %w", d.Group, err)
+	}
+	next := newFootprint(d, fp)
+	ahead := next
+	ahead.merge(fp)
+	if err := s.saveFootprint(ahead); err != nil {
+		return Result{}, fmt.Errorf("apply %s: saving the footprint: %w (nothing was written)", d.Group, err)
+	}
+	t := s.txn(false)
+	t.journal("footprint", func() error {
+		if prevFile == nil {
+			return s.dir.Remove(footprintFile(d.Group))
+		}
+		return s.dir.Write(footprintFile(d.Group), prevFile)
+	})
+	err = converge(t, d, fp, &next, &sst)
+	if err == nil {
+		if err = s.saveFootprint(next); err != nil {
+			err = fmt.Errorf("saving the footprint: %w", err)
+		}
+	}
+	if err == nil {
+		if err = s.saveSysctlState(sst); err != nil {
+			err = fmt.Errorf("saving the sysctl claims: %w", err)
+		}
+	}
+	if err != nil {
 		res := t.result()
 		err = fmt.Errorf("apply %s: %w", d.Group, err)
 		if rerr := t.rollback(); rerr != nil {
@@ -40,17 +73,21 @@ func Apply(d plan.Desired, o Options) (Result, error) {
 		}
 		return res, fmt.Errorf("%w (all %d writes undone)", err, res.Writes)
 	}
-	if err := saveGroupState(o.RunDir, st); err != nil {
-		return t.result(), fmt.Errorf("apply %s: saving state: %w", d.Group, err)
-	}
-	if err := saveSysctlState(o.RunDir, sst); err != nil {
-		return t.result(), fmt.Errorf("apply %s: saving sysctl state: %w", d.Group, err)
-	}
 	return t.result(), nil
 }
 
-func hasAddr(l netlink.Link, p string) (bool, error) {
-	addrs, err := addrList(l, netlink.FAMILY_ALL)
+// newFootprint is what d will own once applied; what only the run knows (ids of MPTCP endpoints, an
+// address or MTU we change) is filled in by converge.
+func newFootprint(d plan.Desired, old Footprint) Footprint {
+	return Footprint{
+		Group: d.Group, Family: d.Family, TUN: d.TUN.Name, CreatedTUN: old.CreatedTUN,
+		AddedVIP: old.AddedVIP, OrigMTU: old.OrigMTU, SetMTU: old.SetMTU,
+		Tables: groupTables(d), Nft: d.Nft,
+	}
+}
+
+func (s *Session) hasAddr(l netlink.Link, p string) (bool, error) {
+	addrs, err := s.addrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return false, fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
 	}
@@ -75,10 +112,12 @@ func vipAddr(p string) (*netlink.Addr, error) {
 	return a, nil
 }
 
-// converge does the steps in order: TUN, VIP, sysctls, routes, rules, nft.
-func converge(t *txn, d plan.Desired, st *groupState, sst sysctlState) error {
+// converge does the steps in order: TUN, VIP, sysctls, routes, rules, MPTCP, nft. old is the group's
+// footprint (the scope of what it may remove), next receives what it owns afterwards.
+func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysctlState) error {
+	s := t.s
 	name := d.TUN.Name
-	existed, err := linkByName(name)
+	existed, err := s.linkByName(name)
 	if err != nil {
 		return err
 	}
@@ -88,7 +127,7 @@ func converge(t *txn, d plan.Desired, st *groupState, sst sysctlState) error {
 	}
 	t.count("tun", 1, b2i(existed != nil), 0)
 	if existed == nil {
-		st.CreatedTUN = true
+		next.CreatedTUN = true
 	}
 	tunIndex := 0
 	if l != nil {
@@ -96,20 +135,23 @@ func converge(t *txn, d plan.Desired, st *groupState, sst sysctlState) error {
 		tunIndex = a.Index
 		ours := a.Alias == plan.LinkAlias
 		if d.TUN.MTU != 0 && a.MTU != d.TUN.MTU {
-			old := a.MTU
-			if !ours && st.OrigMTU == 0 {
-				st.OrigMTU = old
+			was := a.MTU
+			if !ours && next.OrigMTU == 0 {
+				next.OrigMTU = was
 			}
-			if err := t.do("link", fmt.Sprintf("set %s mtu %d (was %d)", name, d.TUN.MTU, old),
-				func() error { return netlink.LinkSetMTU(l, d.TUN.MTU) },
-				func() error { return netlink.LinkSetMTU(l, old) }); err != nil {
+			if !ours {
+				next.SetMTU = d.TUN.MTU
+			}
+			if err := t.do("link", fmt.Sprintf("set %s mtu %d (was %d)", name, d.TUN.MTU, was),
+				func() error { return s.nl.LinkSetMTU(l, d.TUN.MTU) },
+				func() error { return s.nl.LinkSetMTU(l, was) }); err != nil {
 				return fmt.Errorf("tun: %w", err)
 			}
 		}
 		if a.Flags&net.FlagUp == 0 {
 			if err := t.do("link", fmt.Sprintf("set %s up", name),
-				func() error { return netlink.LinkSetUp(l) },
-				func() error { return netlink.LinkSetDown(l) }); err != nil {
+				func() error { return s.nl.LinkSetUp(l) },
+				func() error { return s.nl.LinkSetDown(l) }); err != nil {
 				return fmt.Errorf("tun: %w", err)
 			}
 		}
@@ -120,26 +162,25 @@ func converge(t *txn, d plan.Desired, st *groupState, sst sysctlState) error {
 		vip := d.VIP.String()
 		present := false
 		if l != nil {
-			if present, err = hasAddr(l, vip); err != nil {
+			if present, err = s.hasAddr(l, vip); err != nil {
 				return err
 			}
 			// a VIP we added earlier and that is no longer the VIP goes
-			if st.AddedVIP != "" && st.AddedVIP != vip {
-				old := st.AddedVIP
-				if here, err := hasAddr(l, old); err != nil {
+			if prev := old.AddedVIP; prev != "" && prev != vip {
+				if here, err := s.hasAddr(l, prev); err != nil {
 					return err
 				} else if here {
-					a, err := vipAddr(old)
+					a, err := vipAddr(prev)
 					if err != nil {
 						return err
 					}
-					if err := t.do("addresses", fmt.Sprintf("delete address %s dev %s", old, name),
-						func() error { return netlink.AddrDel(l, a) },
-						func() error { return netlink.AddrAdd(l, a) }); err != nil {
+					if err := t.do("addresses", fmt.Sprintf("delete address %s dev %s", prev, name),
+						func() error { return s.nl.AddrDel(l, a) },
+						func() error { return s.nl.AddrAdd(l, a) }); err != nil {
 						return fmt.Errorf("vip: %w", err)
 					}
 				}
-				st.AddedVIP = ""
+				next.AddedVIP = ""
 			}
 		}
 		t.count("addresses", 1, b2i(present), 0)
@@ -149,57 +190,66 @@ func converge(t *txn, d plan.Desired, st *groupState, sst sysctlState) error {
 				return fmt.Errorf("vip: %w", err)
 			}
 			if err := t.do("addresses", fmt.Sprintf("add address %s dev %s", vip, name),
-				func() error { return netlink.AddrAdd(l, a) },
-				func() error { return netlink.AddrDel(l, a) }); err != nil {
+				func() error { return s.nl.AddrAdd(l, a) },
+				func() error { return s.nl.AddrDel(l, a) }); err != nil {
 				return fmt.Errorf("vip: %w", err)
 			}
-			st.AddedVIP = vip
+			next.AddedVIP = vip
 		}
 	}
 
 	if err := syncSysctls(t, d.Group, d.Sysctls, sst); err != nil {
 		return fmt.Errorf("sysctls: %w", err)
 	}
-	if err := syncRoutes(t, d, tunIndex); err != nil {
+	if err := syncRoutes(t, d, old, tunIndex); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	if err := syncRules(t, d); err != nil {
+	if err := syncRules(t, d, old); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
-	if err := syncMPTCP(t, d); err != nil {
+	mp := old
+	if err := syncMPTCP(t, d, &mp); err != nil {
 		return fmt.Errorf("mptcp: %w", err)
 	}
-	if err := syncNft(t, d, st.Nft); err != nil {
+	next.Endpoints = mp.Endpoints
+	if err := syncNft(t, d, old.Nft); err != nil {
 		return fmt.Errorf("nft: %w", err)
 	}
-	st.Nft = d.Nft
 	return nil
 }
 
-// Down removes exactly what the group owns: nft table, rules, routes, sysctls (restored when no other
-// group claims them), the VIP if we added it, the MTU if we changed it, and the TUN if it is ours and
-// !KeepTUN. It goes on after an error and returns all of them; Down on nothing does no write.
-func Down(d plan.Desired, o DownOptions) (Result, error) {
+// Down removes exactly what the group owns, by its plan d (which may name only the group and its TUN, for a
+// group no longer configured) together with its footprint: nft table, rules, routes, MPTCP endpoints and
+// limit claims, sysctls (restored when no other group claims them), the VIP if we added it, the MTU if we
+// changed it, and the TUN if it is ours and !keepTUN. It goes on after an error and returns all of them;
+// Down on nothing does no write.
+func (s *Session) Down(d plan.Desired, keepTUN bool) (Result, error) {
 	if d.Group == "" || d.TUN.Name == "" {
 		return Result{}, errors.New("down: Desired has no group or TUN name")
 	}
-	unlock, err := lock(o.Options)
-	if err != nil {
-		return Result{}, err
+	if s.unlock == nil {
+		return Result{}, errors.New("down: the session is read-only")
 	}
-	defer unlock()
-	st, sst, err := loadStates(o.RunDir, d.Group)
+	fp, err := s.loadFootprint(d.Group)
 	if err != nil {
-		return Result{}, err
+		return Result{}, fmt.Errorf("down %s: %w", d.Group, err)
 	}
-	t := &txn{o: o.Options}
+	if len(d.Paths) == 0 && len(fp.Tables) == 0 {
+		// known from neither the configuration nor the run dir: what the kernel's tags say
+		fp.merge(s.tagFootprint(d.Group, d.Family, d.TUN.Name))
+	}
+	sst, err := s.loadSysctlState()
+	if err != nil {
+		return Result{}, fmt.Errorf("down %s: %w", d.Group, err)
+	}
+	t := s.txn(false)
 	var errs []error
 	step := func(what string, err error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 		}
 	}
-	l, err := linkByName(d.TUN.Name)
+	l, err := s.linkByName(d.TUN.Name)
 	step("tun", err)
 	if l != nil && !isTun(l) {
 		l = nil // not a tun device: not ours to touch
@@ -208,46 +258,103 @@ func Down(d plan.Desired, o DownOptions) (Result, error) {
 	if l != nil {
 		tunIndex = l.Attrs().Index
 	}
-	step("nft", removeNft(t, d))
-	step("rules", removeRules(t, d))
-	step("mptcp", removeMPTCP(t, d))
-	step("routes", removeRoutes(t, d, tunIndex))
-	step("sysctls", releaseAllSysctls(t, d.Group, sst))
+	step("nft", removeNft(t, d, fp))
+	step("rules", removeRules(t, d, fp))
+	mp := fp
+	step("mptcp", removeMPTCP(t, d, &mp))
+	step("routes", removeRoutes(t, d, fp, tunIndex))
+	step("sysctls", releaseAllSysctls(t, d.Group, &sst))
 
-	deleteTUN := l != nil && l.Attrs().Alias == plan.LinkAlias && !o.KeepTUN
-	if l != nil && !deleteTUN {
-		if st.AddedVIP != "" {
-			here, err := hasAddr(l, st.AddedVIP)
+	deleteTUN := l != nil && l.Attrs().Alias == plan.LinkAlias && !keepTUN
+	if l != nil && !deleteTUN && l.Attrs().Alias != plan.LinkAlias {
+		// a TUN that is not ours: only undo our own changes, and only where the kernel still shows them
+		if vip := fp.AddedVIP; vip != "" && d.VIP.IsValid() && vip == d.VIP.String() {
+			here, err := s.hasAddr(l, vip)
 			step("vip", err)
 			if here {
-				a, err := vipAddr(st.AddedVIP)
+				a, err := vipAddr(vip)
 				if err == nil {
-					err = t.do("addresses", fmt.Sprintf("delete address %s dev %s", st.AddedVIP, d.TUN.Name),
-						func() error { return netlink.AddrDel(l, a) }, nil)
+					err = t.do("addresses", fmt.Sprintf("delete address %s dev %s", vip, d.TUN.Name),
+						func() error { return s.nl.AddrDel(l, a) }, nil)
 				}
 				step("vip", err)
 			}
 		}
-		if st.OrigMTU != 0 && l.Attrs().MTU != st.OrigMTU {
-			step("tun", t.do("link", fmt.Sprintf("restore %s mtu %d", d.TUN.Name, st.OrigMTU),
-				func() error { return netlink.LinkSetMTU(l, st.OrigMTU) }, nil))
+		if fp.OrigMTU != 0 && l.Attrs().MTU == fp.SetMTU && l.Attrs().MTU != fp.OrigMTU {
+			step("tun", t.do("link", fmt.Sprintf("restore %s mtu %d", d.TUN.Name, fp.OrigMTU),
+				func() error { return s.nl.LinkSetMTU(l, fp.OrigMTU) }, nil))
+		}
+	} else if l != nil && !deleteTUN && fp.AddedVIP != "" {
+		// our TUN kept for ifupdown's own down steps: the VIP we added goes now
+		if here, err := s.hasAddr(l, fp.AddedVIP); err == nil && here {
+			if a, err := vipAddr(fp.AddedVIP); err == nil {
+				step("vip", t.do("addresses", fmt.Sprintf("delete address %s dev %s", fp.AddedVIP, d.TUN.Name),
+					func() error { return s.nl.AddrDel(l, a) }, nil))
+			}
 		}
 	}
 	if deleteTUN {
 		step("tun", t.do("link", "delete tun device "+d.TUN.Name,
-			func() error { return netlink.LinkDel(l) }, nil))
+			func() error { return s.nl.LinkDel(l) }, nil))
 	}
 	if len(errs) == 0 {
-		st = groupState{Group: d.Group}
+		fp = Footprint{Group: d.Group}
 	} else {
-		st.Nft = nil
+		fp.Nft = nil
+		fp.Endpoints = mp.Endpoints
 	}
-	step("state", saveGroupState(o.RunDir, st))
-	step("state", saveSysctlState(o.RunDir, sst))
+	step("state", s.saveFootprint(fp))
+	step("state", s.saveSysctlState(sst))
 	if len(errs) > 0 {
 		return t.result(), fmt.Errorf("down %s: %w", d.Group, errors.Join(errs...))
 	}
 	return t.result(), nil
+}
+
+// tagFootprint is what the kernel's tags tell of a group nobody remembers: its nft table (by name and tag),
+// the tables of the fwmark rules of that table's marks, and the tables of the rules from its TUN's
+// addresses (MPTCP modes).
+func (s *Session) tagFootprint(group string, fam parser.Family, tun string) Footprint {
+	fp := Footprint{Group: group, Family: fam, TUN: tun}
+	var marks []uint32
+	if c, err := s.nft(); err == nil {
+		if tab, err := findTable(c, nftFamily(fam), plan.NftTablePrefix+tun); err == nil && tab != nil {
+			if ok, _ := nftOwned(c, tab, group); ok {
+				chains, _ := c.ListChainsOfTableFamily(tab.Family)
+				for _, ch := range chains {
+					var m uint32
+					if ch.Table != nil && ch.Table.Name == tab.Name {
+						if _, err := fmt.Sscanf(ch.Name, "mark_%08x", &m); err == nil {
+							marks = append(marks, m)
+						}
+					}
+				}
+			}
+		}
+	}
+	var srcs []string
+	if l, err := s.linkByName(tun); err == nil && l != nil {
+		if addrs, err := s.addrList(l, familyOf(fam)); err == nil {
+			for _, a := range addrs {
+				srcs = append(srcs, a.IP.String())
+			}
+		}
+	}
+	rules, err := s.listRules(familyOf(fam))
+	if err != nil {
+		return fp
+	}
+	for _, r := range rules {
+		if r.Protocol != plan.RouteProtocol || !validTable(r.Table) {
+			continue
+		}
+		byMark := r.Mark != 0 && slices.Contains(marks, r.Mark)
+		bySrc := r.Src != nil && slices.Contains(srcs, r.Src.IP.String())
+		if (byMark || bySrc) && !slices.Contains(fp.Tables, r.Table) {
+			fp.Tables = append(fp.Tables, r.Table)
+		}
+	}
+	return fp
 }
 
 // Report compares the kernel with a plan.
@@ -280,10 +387,11 @@ type Kind struct {
 	Drift   []string
 }
 
-// Status compares the kernel with d without writing (sysctl claims of other groups are not considered).
-func Status(d plan.Desired) (Report, error) {
+// Status compares the kernel with d without writing, in the scope of d and the group's footprint
+// (sysctl claims of other groups are not considered).
+func (s *Session) Status(d plan.Desired) (Report, error) {
 	r := Report{Group: d.Group, TUN: TUNStatus{Name: d.TUN.Name}}
-	l, err := linkByName(d.TUN.Name)
+	l, err := s.linkByName(d.TUN.Name)
 	if err != nil {
 		return r, err
 	}
@@ -292,12 +400,16 @@ func Status(d plan.Desired) (Report, error) {
 		r.TUN = TUNStatus{Name: a.Name, Exists: true, IsTun: isTun(l), Ours: a.Alias == plan.LinkAlias,
 			Up: a.Flags&net.FlagUp != 0, Carrier: a.OperState == netlink.OperUp, MTU: a.MTU}
 	}
-	t := &txn{dry: true}
-	st := groupState{Group: d.Group}
-	if err := converge(t, d, &st, sysctlState{}); err != nil {
+	fp, err := s.loadFootprint(d.Group)
+	if err != nil {
 		return r, err
 	}
-	if r.MPTCP, err = mptcpStatus(d); err != nil {
+	t := s.txn(true)
+	next := newFootprint(d, fp)
+	if err := converge(t, d, fp, &next, &sysctlState{}); err != nil {
+		return r, err
+	}
+	if r.MPTCP, err = s.mptcpStatus(d, fp); err != nil {
 		return r, err
 	}
 	order := []string{"tun", "link", "addresses", "sysctls", "routes", "rules", "mptcp", "nft"}
@@ -346,12 +458,34 @@ func (r Report) String() string {
 	return b.String()
 }
 
-// loadStates reads the group's state file and the shared sysctl claims.
-func loadStates(dir, group string) (groupState, sysctlState, error) {
-	st, err := loadGroupState(dir, group)
+// ---- one-shot sessions (tests, simple callers) ----
+
+// Apply converges d in a session of its own.
+func Apply(d plan.Desired, o Options) (Result, error) {
+	s, err := Open(o)
 	if err != nil {
-		return groupState{}, nil, err
+		return Result{}, err
 	}
-	sst, err := loadSysctlState(dir)
-	return st, sst, err
+	defer s.Close()
+	return s.Apply(d)
+}
+
+// Down removes d's group in a session of its own.
+func Down(d plan.Desired, o DownOptions) (Result, error) {
+	s, err := Open(o.Options)
+	if err != nil {
+		return Result{}, err
+	}
+	defer s.Close()
+	return s.Down(d, o.KeepTUN)
+}
+
+// Status compares the kernel with d in a read-only session without a run dir.
+func Status(d plan.Desired) (Report, error) {
+	s, err := OpenReadOnly(Options{})
+	if err != nil {
+		return Report{}, err
+	}
+	defer s.Close()
+	return s.Status(d)
 }

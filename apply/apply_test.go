@@ -261,9 +261,7 @@ func TestRollbackEveryWrite(t *testing.T) {
 			t.Fatalf("%s: reset does not give the pre-state:\n%s", c.name, diffLines(want, got))
 		}
 		for i := 1; i <= n; i++ {
-			o := e.opts()
-			o.FailAt = i
-			res, err := Apply(c.target, o)
+			res, err := applyFailing(c.target, e.opts(), i)
 			if !errors.Is(err, ErrInjected) {
 				t.Fatalf("%s FailAt=%d: err %v", c.name, i, err)
 			}
@@ -275,9 +273,7 @@ func TestRollbackEveryWrite(t *testing.T) {
 			}
 		}
 		// FailAt past the end: success
-		o := e.opts()
-		o.FailAt = n + 1
-		_, err = Apply(c.target, o)
+		_, err = applyFailing(c.target, e.opts(), n+1)
 		e.must(err)
 	}
 	_, err := Down(two, DownOptions{Options: e.opts()})
@@ -602,7 +598,7 @@ func TestLinks(t *testing.T) {
 	e.veths(2)
 	l, _ := netlink.LinkByName("la1")
 	e.must(netlink.LinkSetDown(l))
-	links, err := Links()
+	links, err := snapshotLinks()
 	e.must(err)
 	got := map[string]plan.Local{}
 	for _, l := range links {

@@ -296,9 +296,14 @@ func ownedObjects(t *testing.T) (routes []string, rules []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s, err := OpenReadOnly(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	for _, r := range rs {
 		if r.Protocol == plan.RouteProtocol {
-			routes = append(routes, describeRoute(r))
+			routes = append(routes, s.describeRoute(r))
 		}
 	}
 	rl, err := listRules(netlink.FAMILY_ALL)
@@ -329,4 +334,55 @@ func diffLines(a, b string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// applyFailing is Apply with the n-th kernel write of its session failing (ErrInjected).
+func applyFailing(d plan.Desired, o Options, n int) (Result, error) {
+	s, err := Open(o)
+	if err != nil {
+		return Result{}, err
+	}
+	defer s.Close()
+	s.failAt = n
+	return s.Apply(d)
+}
+
+// readOnly runs f on a read-only session of the calling thread's namespace (tests read the kernel back).
+func readOnly[T any](f func(s *Session) (T, error)) (T, error) {
+	s, err := OpenReadOnly(Options{})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer s.Close()
+	return f(s)
+}
+
+var procOnly = &Session{proc: "/proc/sys"}
+
+func readSysctl(key string) (string, error) { return procOnly.readSysctl(key) }
+func writeSysctl(key, v string) error       { return procOnly.writeSysctl(key, v) }
+
+func hasAddr(l netlink.Link, p string) (bool, error) {
+	return readOnly(func(s *Session) (bool, error) { return s.hasAddr(l, p) })
+}
+func linkByName(name string) (netlink.Link, error) {
+	return readOnly(func(s *Session) (netlink.Link, error) { return s.linkByName(name) })
+}
+func snapshotLinks() ([]plan.Local, error) { return readOnly((*Session).Links) }
+func listRoutes(fam int) ([]netlink.Route, error) {
+	return readOnly(func(s *Session) ([]netlink.Route, error) { return s.listRoutes(fam) })
+}
+func listRules(fam int) ([]netlink.Rule, error) {
+	return readOnly(func(s *Session) ([]netlink.Rule, error) { return s.listRules(fam) })
+}
+func listEndpoints() ([]mpEndpoint, error) { return readOnly((*Session).listEndpoints) }
+func getLimits() (plan.Limits, error)      { return readOnly((*Session).getLimits) }
+func setLimits(l plan.Limits) error {
+	_, err := readOnly(func(s *Session) (struct{}, error) { return struct{}{}, s.setLimits(l) })
+	return err
+}
+func addEndpoint(e mpEndpoint) error {
+	_, err := readOnly(func(s *Session) (struct{}, error) { return struct{}{}, s.addEndpoint(e) })
+	return err
 }

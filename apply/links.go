@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -31,28 +30,9 @@ func retry[T any](f func() (T, error)) (T, error) {
 	return v, fmt.Errorf("netlink dump interrupted %d times: %w", dumpRetries, err)
 }
 
-func linkList() ([]netlink.Link, error) { return retry(netlink.LinkList) }
-
-func addrList(l netlink.Link, family int) ([]netlink.Addr, error) {
-	return retry(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family) })
-}
-
-// linkByName returns nil, nil when there is no such link.
-func linkByName(name string) (netlink.Link, error) {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("looking up %s: %w", name, err)
-	}
-	return l, nil
-}
-
 // Links is a snapshot of the host's links for the planner.
-func Links() ([]plan.Local, error) {
-	links, err := linkList()
+func (s *Session) Links() ([]plan.Local, error) {
+	links, err := s.linkList()
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}
@@ -64,7 +44,7 @@ func Links() ([]plan.Local, error) {
 			Up:      a.Flags&net.FlagUp != 0,
 			Carrier: a.Flags&net.FlagUp != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown),
 		}
-		addrs, err := addrList(l, netlink.FAMILY_ALL)
+		addrs, err := s.addrList(l, netlink.FAMILY_ALL)
 		if err != nil {
 			return nil, fmt.Errorf("listing addresses of %s: %w", a.Name, err)
 		}
@@ -151,7 +131,7 @@ func tunCreateError(name string, err error) error {
 }
 
 // createTUN makes a persistent TUN with our alias.
-func createTUN(name string) error {
+func (s *Session) createTUN(name string) error {
 	if err := checkTunDevice(); err != nil {
 		return err
 	}
@@ -160,89 +140,82 @@ func createTUN(name string) error {
 		Mode:      netlink.TUNTAP_MODE_TUN,
 		Flags:     netlink.TUNTAP_NO_PI,
 	}
-	if err := netlink.LinkAdd(tt); err != nil {
+	if err := s.nl.LinkAdd(tt); err != nil {
 		return tunCreateError(name, err)
 	}
-	l, err := netlink.LinkByName(name)
+	l, err := s.nl.LinkByName(name)
 	if err == nil {
-		err = netlink.LinkSetAlias(l, plan.LinkAlias)
+		err = s.nl.LinkSetAlias(l, plan.LinkAlias)
 	}
 	if err != nil {
 		if l != nil {
-			_ = netlink.LinkDel(l)
+			_ = s.nl.LinkDel(l)
 		}
 		return fmt.Errorf("setting alias of %s: %w", name, err)
 	}
 	return nil
 }
 
-func deleteLinkByName(name string) error {
-	l, err := linkByName(name)
+func (s *Session) deleteLinkByName(name string) error {
+	l, err := s.linkByName(name)
 	if err != nil || l == nil {
 		return err
 	}
-	return netlink.LinkDel(l)
+	return s.nl.LinkDel(l)
 }
 
 // ensureTUN is the TUN step shared by EnsureTUN and Apply: the link exists and is a tun device.
 func ensureTUN(t *txn, name string) (netlink.Link, error) {
-	l, err := linkByName(name)
+	s := t.s
+	l, err := s.linkByName(name)
 	if err != nil {
 		return nil, err
 	}
 	// the marker says "we are creating this TUN": a run killed between creating the device and setting its
 	// alias leaves it, and the next run adopts the device instead of taking it for the user's
-	marker := ""
-	if t.o.RunDir != "" {
-		marker = filepath.Join(t.o.RunDir, name+".creating")
-	}
+	marker := s.marker(name)
 	if l != nil {
 		if !isTun(l) {
 			return nil, fmt.Errorf("%s exists and is a %s, not a tun device", name, linkKind(l))
 		}
-		if _, err := os.Stat(marker); err == nil && !t.dry && l.Attrs().Alias != plan.LinkAlias {
+		if !t.dry && l.Attrs().Alias != plan.LinkAlias && s.hasMarker(name) {
 			if err := t.do("link", fmt.Sprintf("adopt tun device %s (created by an interrupted run)", name),
-				func() error { return netlink.LinkSetAlias(l, plan.LinkAlias) }, nil); err != nil {
+				func() error { return s.nl.LinkSetAlias(l, plan.LinkAlias) }, nil); err != nil {
 				return nil, err
 			}
-			os.Remove(marker)
-			return linkByName(name)
+			_ = s.dir.Remove(marker)
+			return s.linkByName(name)
 		}
 		return l, nil
 	}
 	err = t.do("link", fmt.Sprintf("create tun device %s", name),
 		func() error {
-			if marker != "" {
-				if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			if s.dir != nil {
+				if err := s.dir.Write(marker, nil); err != nil {
 					return err
 				}
-				defer os.Remove(marker)
+				defer s.dir.Remove(marker)
 			}
-			return createTUN(name)
+			return s.createTUN(name)
 		},
-		func() error { return deleteLinkByName(name) })
+		func() error { return s.deleteLinkByName(name) })
 	if err != nil || t.dry {
 		return nil, err
 	}
-	return linkByName(name)
+	return s.linkByName(name)
 }
 
 // EnsureTUN is ifupdown's pre-up: create the TUN if missing. An existing TUN is used as is.
-func EnsureTUN(tun plan.TUN, o Options) (Result, error) {
-	unlock, err := lock(o)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
-	t := &txn{o: o}
-	existed, err := linkByName(tun.Name)
+func (s *Session) EnsureTUN(tun plan.TUN) (Result, error) {
+	t := s.txn(false)
+	existed, err := s.linkByName(tun.Name)
 	if err != nil {
 		return Result{}, err
 	}
 	l, err := ensureTUN(t, tun.Name)
 	if err == nil && existed == nil && tun.MTU != 0 && l.Attrs().MTU != tun.MTU {
 		err = t.do("link", fmt.Sprintf("set %s mtu %d", tun.Name, tun.MTU),
-			func() error { return netlink.LinkSetMTU(l, tun.MTU) }, nil)
+			func() error { return s.nl.LinkSetMTU(l, tun.MTU) }, nil)
 	}
 	if err != nil {
 		if rerr := t.rollback(); rerr != nil {
@@ -251,4 +224,14 @@ func EnsureTUN(tun plan.TUN, o Options) (Result, error) {
 		return Result{}, err
 	}
 	return t.result(), nil
+}
+
+// EnsureTUN is Session.EnsureTUN in a session of its own.
+func EnsureTUN(tun plan.TUN, o Options) (Result, error) {
+	s, err := Open(o)
+	if err != nil {
+		return Result{}, err
+	}
+	defer s.Close()
+	return s.EnsureTUN(tun)
 }

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
@@ -60,25 +58,28 @@ type mpEndpoint struct {
 	IfIndex int
 }
 
-func (e mpEndpoint) String() string {
-	s := fmt.Sprintf("%s id %d %s", e.Addr, e.ID, parser.MPFlagString(e.Flags))
+func (s *Session) describeEndpoint(e mpEndpoint) string {
+	out := fmt.Sprintf("%s id %d %s", e.Addr, e.ID, parser.MPFlagString(e.Flags))
 	if e.IfIndex != 0 {
-		if l, err := netlink.LinkByIndex(e.IfIndex); err == nil {
-			s += " dev " + l.Attrs().Name
-		}
+		out += " dev " + s.linkName(e.IfIndex)
 	}
-	return s
+	return out
 }
 
-func ownedEndpoint(e mpEndpoint, d plan.Desired) bool {
+// ownedEndpoint: an id of our range and an address of the group's paths, or an endpoint its footprint
+// records (id and address both).
+func ownedEndpoint(e mpEndpoint, d plan.Desired, fp Footprint) bool {
 	if e.ID < EndpointIDMin || e.ID > EndpointIDMax {
 		return false
+	}
+	if slices.Contains(fp.Endpoints, EndpointRef{ID: e.ID, Addr: e.Addr}) {
+		return true
 	}
 	return slices.ContainsFunc(d.Paths, func(p plan.Path) bool { return p.Own == e.Addr })
 }
 
-func mptcpRequest(cmd uint8, flags int) (*nl.NetlinkRequest, error) {
-	f, err := netlink.GenlFamilyGet(mptcpFamilyName)
+func (s *Session) mptcpRequest(cmd uint8, flags int) (*nl.NetlinkRequest, error) {
+	f, err := s.nl.GenlFamilyGet(mptcpFamilyName)
 	if err != nil {
 		return nil, fmt.Errorf("generic netlink family %s (kernel without CONFIG_MPTCP?): %w", mptcpFamilyName, err)
 	}
@@ -87,15 +88,15 @@ func mptcpRequest(cmd uint8, flags int) (*nl.NetlinkRequest, error) {
 	return req, nil
 }
 
-func mptcpExec(cmd uint8, flags int, attrs ...*nl.RtAttr) ([][]byte, error) {
-	req, err := mptcpRequest(cmd, flags)
+func (s *Session) mptcpExec(cmd uint8, flags int, attrs ...*nl.RtAttr) ([][]byte, error) {
+	req, err := s.mptcpRequest(cmd, flags)
 	if err != nil {
 		return nil, err
 	}
 	for _, a := range attrs {
 		req.AddData(a)
 	}
-	return req.Execute(unix.NETLINK_GENERIC, 0)
+	return s.genlExec(req)
 }
 
 func endpointAttr(e mpEndpoint) *nl.RtAttr {
@@ -119,8 +120,8 @@ func endpointAttr(e mpEndpoint) *nl.RtAttr {
 	return a
 }
 
-func listEndpoints() ([]mpEndpoint, error) {
-	msgs, err := mptcpExec(mpCmdGetAddr, unix.NLM_F_DUMP)
+func (s *Session) listEndpoints() ([]mpEndpoint, error) {
+	msgs, err := s.mptcpExec(mpCmdGetAddr, unix.NLM_F_DUMP)
 	if err != nil {
 		return nil, fmt.Errorf("listing MPTCP endpoints: %w", err)
 	}
@@ -181,21 +182,21 @@ func parseEndpoint(b []byte) (mpEndpoint, error) {
 	return e, nil
 }
 
-func addEndpoint(e mpEndpoint) error {
-	_, err := mptcpExec(mpCmdAddAddr, unix.NLM_F_ACK, endpointAttr(e))
+func (s *Session) addEndpoint(e mpEndpoint) error {
+	_, err := s.mptcpExec(mpCmdAddAddr, unix.NLM_F_ACK, endpointAttr(e))
 	if err != nil && e.Flags&parser.MPFlagLaminar != 0 && errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("%w (the laminar flag needs Linux 6.18 or later)", err)
 	}
 	return err
 }
 
-func delEndpoint(e mpEndpoint) error {
-	_, err := mptcpExec(mpCmdDelAddr, unix.NLM_F_ACK, endpointAttr(mpEndpoint{ID: e.ID, Addr: e.Addr}))
+func (s *Session) delEndpoint(e mpEndpoint) error {
+	_, err := s.mptcpExec(mpCmdDelAddr, unix.NLM_F_ACK, endpointAttr(mpEndpoint{ID: e.ID, Addr: e.Addr}))
 	return err
 }
 
-func getLimits() (plan.Limits, error) {
-	msgs, err := mptcpExec(mpCmdGetLimits, 0)
+func (s *Session) getLimits() (plan.Limits, error) {
+	msgs, err := s.mptcpExec(mpCmdGetLimits, 0)
 	if err != nil {
 		return plan.Limits{}, fmt.Errorf("reading MPTCP limits: %w", err)
 	}
@@ -223,36 +224,11 @@ func getLimits() (plan.Limits, error) {
 	return l, nil
 }
 
-func setLimits(l plan.Limits) error {
-	_, err := mptcpExec(mpCmdSetLimits, unix.NLM_F_ACK,
+func (s *Session) setLimits(l plan.Limits) error {
+	_, err := s.mptcpExec(mpCmdSetLimits, unix.NLM_F_ACK,
 		nl.NewRtAttr(mpAttrRcvAddAddrs, nl.Uint32Attr(l.AddAddrAccepted)),
 		nl.NewRtAttr(mpAttrSubflows, nl.Uint32Attr(l.Subflows)))
 	return err
-}
-
-// mptcpState is RunDir/mptcp.json: the limits the host had before any group raised them, and what each
-// group needs. Limits are per network namespace and shared by every group, like sysctls.
-type mptcpState struct {
-	Orig   plan.Limits            `json:"orig"`
-	Claims map[string]plan.Limits `json:"claims,omitempty"`
-}
-
-func mptcpFile(dir string) string { return filepath.Join(dir, "mptcp.json") }
-
-func loadMPTCPState(dir string) (mptcpState, error) {
-	var st mptcpState
-	if dir == "" {
-		return st, nil
-	}
-	err := loadJSON(mptcpFile(dir), &st)
-	return st, err
-}
-
-func saveMPTCPState(dir string, st mptcpState) error {
-	if dir == "" {
-		return nil
-	}
-	return saveJSON(mptcpFile(dir), st, len(st.Claims) == 0)
 }
 
 // updateMPTCPState writes st now and, on rollback, writes back what was there: the state must follow the
@@ -261,10 +237,10 @@ func updateMPTCPState(t *txn, old, st mptcpState) error {
 	if t.dry {
 		return nil
 	}
-	if err := saveMPTCPState(t.o.RunDir, st); err != nil {
+	if err := t.s.saveMPTCPState(st); err != nil {
 		return fmt.Errorf("saving MPTCP state: %w", err)
 	}
-	t.undos = append(t.undos, undo{"mptcp state", func() error { return saveMPTCPState(t.o.RunDir, old) }})
+	t.journal("mptcp state", func() error { return t.s.saveMPTCPState(old) })
 	return nil
 }
 
@@ -276,11 +252,15 @@ func cloneMPTCPState(st mptcpState) mptcpState {
 	return c
 }
 
-// syncMPTCP converges the group's endpoints and its claim on the limits. A Desired without MPTCP (mode
-// packet) has no endpoint and no claim, so switching a group back to packet mode removes them.
-func syncMPTCP(t *txn, d plan.Desired) error {
+// syncMPTCP converges the group's endpoints and its claim on the limits, and records in fp the endpoints
+// of ours that are there afterwards. A Desired without MPTCP (mode packet) has no endpoint and no claim,
+// so switching a group back to packet mode removes them.
+func syncMPTCP(t *txn, d plan.Desired, fp *Footprint) error {
+	s := t.s
+	owned := *fp
+	fp.Endpoints = nil
 	if d.MPTCP == nil {
-		if _, err := netlink.GenlFamilyGet(mptcpFamilyName); err != nil {
+		if _, err := s.nl.GenlFamilyGet(mptcpFamilyName); err != nil {
 			return nil // no MPTCP in this kernel: nothing of ours can exist
 		}
 	}
@@ -288,7 +268,7 @@ func syncMPTCP(t *txn, d plan.Desired) error {
 	if d.MPTCP != nil {
 		want = d.MPTCP.Endpoints
 	}
-	all, err := listEndpoints()
+	all, err := s.listEndpoints()
 	if err != nil {
 		return err
 	}
@@ -299,20 +279,21 @@ func syncMPTCP(t *txn, d plan.Desired) error {
 	matched := make([]bool, len(want))
 	var present, extra int
 	for _, e := range all {
-		if !ownedEndpoint(e, d) {
+		if !ownedEndpoint(e, d, owned) {
 			continue
 		}
 		i := slices.IndexFunc(want, func(w plan.Endpoint) bool { return w.Addr == e.Addr })
-		if i >= 0 && !matched[i] && e.Flags&^mpFlagImplicit == want[i].Flags && e.IfIndex == devIndex(want[i].Dev) {
+		if i >= 0 && !matched[i] && e.Flags&^mpFlagImplicit == want[i].Flags && e.IfIndex == s.devIndex(want[i].Dev) {
 			matched[i] = true
 			present++
+			fp.Endpoints = append(fp.Endpoints, EndpointRef{ID: e.ID, Addr: e.Addr})
 			continue
 		}
 		extra++
 		e := e
-		if err := t.do("mptcp", "delete mptcp endpoint "+e.String(),
-			func() error { return delEndpoint(e) },
-			func() error { return addEndpoint(e) }); err != nil {
+		if err := t.do("mptcp", "delete mptcp endpoint "+s.describeEndpoint(e),
+			func() error { return s.delEndpoint(e) },
+			func() error { return s.addEndpoint(e) }); err != nil {
 			return err
 		}
 		delete(used, e.ID)
@@ -322,8 +303,8 @@ func syncMPTCP(t *txn, d plan.Desired) error {
 			continue
 		}
 		for _, e := range all {
-			if e.Addr == w.Addr && !ownedEndpoint(e, d) {
-				return fmt.Errorf("path %d: address %s already has an MPTCP endpoint of other software (%s); remove it, or give this path mptcp-flags off", w.Path+1, w.Addr, e)
+			if e.Addr == w.Addr && !ownedEndpoint(e, d, owned) {
+				return fmt.Errorf("path %d: address %s already has an MPTCP endpoint of other software (%s); remove it, or give this path mptcp-flags off", w.Path+1, w.Addr, s.describeEndpoint(e))
 			}
 		}
 		id := 0
@@ -337,17 +318,18 @@ func syncMPTCP(t *txn, d plan.Desired) error {
 			return fmt.Errorf("no free MPTCP endpoint id in %d..%d", EndpointIDMin, EndpointIDMax)
 		}
 		used[uint8(id)] = true
-		ifx := devIndex(w.Dev)
+		ifx := s.devIndex(w.Dev)
 		if ifx == 0 && w.Dev != "" && !t.dry {
 			return fmt.Errorf("mptcp endpoint %s: device %s does not exist", w.Addr, w.Dev)
 		}
 		e := mpEndpoint{ID: uint8(id), Addr: w.Addr, Flags: w.Flags, IfIndex: ifx}
 		desc := fmt.Sprintf("add mptcp endpoint %s id %d dev %s %s", w.Addr, id, w.Dev, parser.MPFlagString(w.Flags))
 		if err := t.do("mptcp", desc,
-			func() error { return addEndpoint(e) },
-			func() error { return delEndpoint(e) }); err != nil {
+			func() error { return s.addEndpoint(e) },
+			func() error { return s.delEndpoint(e) }); err != nil {
 			return err
 		}
+		fp.Endpoints = append(fp.Endpoints, EndpointRef{ID: e.ID, Addr: e.Addr})
 	}
 	if d.MPTCP != nil || extra > 0 {
 		t.count("mptcp", len(want), present, extra)
@@ -355,11 +337,11 @@ func syncMPTCP(t *txn, d plan.Desired) error {
 	return syncLimits(t, d)
 }
 
-func devIndex(name string) int {
+func (s *Session) devIndex(name string) int {
 	if name == "" {
 		return 0
 	}
-	l, err := linkByName(name)
+	l, err := s.linkByName(name)
 	if err != nil || l == nil {
 		return 0
 	}
@@ -369,7 +351,8 @@ func devIndex(name string) int {
 // syncLimits records the group's claim and raises the kernel's limits to the largest claim; it never
 // lowers them below what the host had. When the last claim goes, the host's old values come back.
 func syncLimits(t *txn, d plan.Desired) error {
-	st, err := loadMPTCPState(t.o.RunDir)
+	s := t.s
+	st, err := s.loadMPTCPState()
 	if err != nil {
 		return err
 	}
@@ -377,7 +360,7 @@ func syncLimits(t *txn, d plan.Desired) error {
 	if st.Claims == nil {
 		st.Claims = map[string]plan.Limits{}
 	}
-	cur, err := getLimits()
+	cur, err := s.getLimits()
 	if err != nil {
 		return err
 	}
@@ -389,8 +372,8 @@ func syncLimits(t *txn, d plan.Desired) error {
 		if len(st.Claims) == 0 && cur != st.Orig {
 			orig := st.Orig
 			if err := t.do("mptcp", fmt.Sprintf("restore mptcp limits subflows %d add_addr_accepted %d", orig.Subflows, orig.AddAddrAccepted),
-				func() error { return setLimits(orig) },
-				func() error { return setLimits(cur) }); err != nil {
+				func() error { return s.setLimits(orig) },
+				func() error { return s.setLimits(cur) }); err != nil {
 				return err
 			}
 		}
@@ -408,8 +391,8 @@ func syncLimits(t *txn, d plan.Desired) error {
 	t.count("mptcp", 1, b2i(target == cur), 0)
 	if target != cur {
 		if err := t.do("mptcp", fmt.Sprintf("set mptcp limits subflows %d add_addr_accepted %d (was %d %d)", target.Subflows, target.AddAddrAccepted, cur.Subflows, cur.AddAddrAccepted),
-			func() error { return setLimits(target) },
-			func() error { return setLimits(cur) }); err != nil {
+			func() error { return s.setLimits(target) },
+			func() error { return s.setLimits(cur) }); err != nil {
 			return err
 		}
 	}
@@ -420,10 +403,10 @@ func syncLimits(t *txn, d plan.Desired) error {
 }
 
 // removeMPTCP deletes the group's endpoints and drops its claim on the limits (Down).
-func removeMPTCP(t *txn, d plan.Desired) error {
+func removeMPTCP(t *txn, d plan.Desired, fp *Footprint) error {
 	down := d
 	down.MPTCP = nil
-	return syncMPTCP(t, down)
+	return syncMPTCP(t, down, fp)
 }
 
 // MPTCPStatus is what `linkagg status` shows of MPTCP: every endpoint (ours marked) and the limits.
@@ -437,39 +420,39 @@ type MPTCPStatus struct {
 	Subflows map[int]int
 }
 
-func mptcpStatus(d plan.Desired) (*MPTCPStatus, error) {
+func (s *Session) mptcpStatus(d plan.Desired, fp Footprint) (*MPTCPStatus, error) {
 	if d.MPTCP == nil {
 		return nil, nil
 	}
-	all, err := listEndpoints()
+	all, err := s.listEndpoints()
 	if err != nil {
 		return nil, err
 	}
-	s := &MPTCPStatus{}
+	st := &MPTCPStatus{}
 	for _, e := range all {
-		line := e.String()
-		if ownedEndpoint(e, d) {
+		line := s.describeEndpoint(e)
+		if ownedEndpoint(e, d, fp) {
 			for _, p := range d.Paths {
 				if p.Own == e.Addr {
 					line = fmt.Sprintf("path %d: %s (ours)", p.Index+1, line)
 				}
 			}
 		}
-		s.Endpoints = append(s.Endpoints, line)
+		st.Endpoints = append(st.Endpoints, line)
 	}
-	if s.Limits, err = getLimits(); err != nil {
+	if st.Limits, err = s.getLimits(); err != nil {
 		return nil, err
 	}
-	s.Subflows = countSubflows(d)
-	return s, nil
+	st.Subflows = s.countSubflows(d)
+	return st, nil
 }
 
-func countSubflows(d plan.Desired) map[int]int {
+func (s *Session) countSubflows(d plan.Desired) map[int]int {
 	fam := uint8(unix.AF_INET)
 	if d.Family == parser.Inet6 {
 		fam = unix.AF_INET6
 	}
-	socks, err := netlink.SocketDiagTCP(fam)
+	socks, err := s.nl.SocketDiagTCP(fam)
 	if err != nil {
 		return nil
 	}

@@ -47,7 +47,7 @@ func (e *env) mptcpSnapshot() string {
 	eps, err := listEndpoints()
 	e.must(err)
 	for _, ep := range eps {
-		fmt.Fprintf(&b, "endpoint %s\n", ep)
+		fmt.Fprintf(&b, "endpoint %+v\n", ep)
 	}
 	l, err := getLimits()
 	e.must(err)
@@ -80,12 +80,15 @@ func TestMPTCPApplyDown(t *testing.T) {
 	res, err := Apply(d, e.opts())
 	e.must(err)
 	t.Logf("apply: %d writes:\n  %s", res.Writes, strings.Join(res.Ops, "\n  "))
-	eps, err := listEndpoints()
+	got, err := readOnly(func(s *Session) ([]string, error) {
+		eps, err := s.listEndpoints()
+		var out []string
+		for _, ep := range eps {
+			out = append(out, s.describeEndpoint(ep))
+		}
+		return out, err
+	})
 	e.must(err)
-	var got []string
-	for _, ep := range eps {
-		got = append(got, ep.String())
-	}
 	want := []string{"10.77.0.1 id 5 signal", "10.99.0.10 id 200 none dev la0", "10.99.1.10 id 201 subflow dev la1"}
 	if !slices.Equal(got, want) {
 		t.Errorf("endpoints:\n got %q\nwant %q", got, want)
@@ -170,9 +173,7 @@ func TestMPTCPRollbackEveryWrite(t *testing.T) {
 		t.Logf("%s: %d writes: %q", c.name, n, res.Ops)
 		reset()
 		for i := 1; i <= n; i++ {
-			o := e.opts()
-			o.FailAt = i
-			if _, err := Apply(c.target, o); !errors.Is(err, ErrInjected) {
+			if _, err := applyFailing(c.target, e.opts(), i); !errors.Is(err, ErrInjected) {
 				t.Fatalf("%s FailAt=%d: err %v", c.name, i, err)
 			}
 			if got := e.mptcpSnapshot(); got != want {

@@ -50,14 +50,6 @@ func nftHash(n *plan.Nft) string {
 // NftTag is the comment (rule user data) of our rules.
 func NftTag(group string, n *plan.Nft) string { return "linkagg:" + group + ":" + nftHash(n) }
 
-func nftConn() (*nftables.Conn, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
-	}
-	return c, nil
-}
-
 func findTable(c *nftables.Conn, fam nftables.TableFamily, name string) (*nftables.Table, error) {
 	ts, err := c.ListTablesOfFamily(fam)
 	if err != nil {
@@ -192,8 +184,8 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 }
 
 // replaceNft swaps our table for the one of n (nil: no table) in one transaction.
-func replaceNft(group string, fam nftables.TableFamily, name string, exists bool, n *plan.Nft) error {
-	c, err := nftConn()
+func (s *Session) replaceNft(group string, fam nftables.TableFamily, name string, exists bool, n *plan.Nft) error {
+	c, err := s.nft()
 	if err != nil {
 		return err
 	}
@@ -233,7 +225,8 @@ func famName(f parser.Family) string {
 
 // syncNft converges our table to d.Nft; prev is the spec last applied (to undo a replacement), if known.
 func syncNft(t *txn, d plan.Desired, prev *plan.Nft) error {
-	c, err := nftConn()
+	s := t.s
+	c, err := s.nft()
 	if err != nil {
 		return err
 	}
@@ -257,8 +250,8 @@ func syncNft(t *txn, d plan.Desired, prev *plan.Nft) error {
 			return nil
 		}
 		return t.do("nft", fmt.Sprintf("delete nft table %s %s", famName(d.Family), name),
-			func() error { return replaceNft(d.Group, fam, name, true, nil) },
-			restoreNft(d.Group, fam, name, prev))
+			func() error { return s.replaceNft(d.Group, fam, name, true, nil) },
+			s.restoreNft(d.Group, fam, name, prev))
 	}
 	tag := NftTag(d.Group, n)
 	if exists {
@@ -270,6 +263,7 @@ func syncNft(t *txn, d plan.Desired, prev *plan.Nft) error {
 			t.count("nft", 1, 1, 0)
 			return nil
 		}
+		s.warnForeignNftRules(c, tab, d.Group)
 	}
 	t.count("nft", 1, 0, 0)
 	verb := "add"
@@ -278,19 +272,19 @@ func syncNft(t *txn, d plan.Desired, prev *plan.Nft) error {
 	}
 	var un func() error
 	if exists {
-		un = restoreNft(d.Group, fam, name, prev)
+		un = s.restoreNft(d.Group, fam, name, prev)
 	} else {
-		un = func() error { return replaceNft(d.Group, fam, name, true, nil) }
+		un = func() error { return s.replaceNft(d.Group, fam, name, true, nil) }
 	}
 	return t.do("nft", verb+" "+describeNft(n),
-		func() error { return replaceNft(d.Group, fam, name, exists, n) }, un)
+		func() error { return s.replaceNft(d.Group, fam, name, exists, n) }, un)
 }
 
-// restoreNft puts back the table we replaced or deleted, when we know its spec (the state file); without
-// it, the table is only removed. nft is the last step of Apply, so this runs only if a later step is added.
-func restoreNft(group string, fam nftables.TableFamily, name string, prev *plan.Nft) func() error {
+// restoreNft puts back the table we replaced or deleted, when we know its spec (the footprint); without
+// it, the table is only removed.
+func (s *Session) restoreNft(group string, fam nftables.TableFamily, name string, prev *plan.Nft) func() error {
 	return func() error {
-		c, err := nftConn()
+		c, err := s.nft()
 		if err != nil {
 			return err
 		}
@@ -310,16 +304,36 @@ func restoreNft(group string, fam nftables.TableFamily, name string, prev *plan.
 	}
 }
 
-// removeNft deletes our table (Down): linkagg_<tun> of the group's family.
-func removeNft(t *txn, d plan.Desired) error {
-	c, err := nftConn()
+// warnForeignNftRules logs the rules someone added by hand inside our table: replacing or deleting the
+// table (one transaction) removes them with it.
+func (s *Session) warnForeignNftRules(c *nftables.Conn, tab *nftables.Table, group string) {
+	rules, err := nftRules(c, tab)
+	if err != nil {
+		return
+	}
+	for _, r := range rules {
+		if tag, _ := userdata.GetString(r.rule.UserData, userdata.TypeComment); !strings.HasPrefix(tag, "linkagg:"+group+":") {
+			s.logf("warning: nft table %s %s is linkagg's, but its chain %s holds a rule that is not (handle %d): it goes with the table",
+				nftFamName(tab.Family), tab.Name, r.chain, r.rule.Handle)
+		}
+	}
+}
+
+// removeNft deletes the group's table (Down): linkagg_<tun> of the group's family and any other table its
+// footprint names. A table that holds a rule with the group's tag is ours and is deleted whole, with any
+// rule someone added to it; one without is another program's and is left alone.
+func removeNft(t *txn, d plan.Desired, fp Footprint) error {
+	s := t.s
+	c, err := s.nft()
 	if err != nil {
 		return err
 	}
 	fam := nftFamily(d.Family)
 	names := []string{plan.NftTablePrefix + d.TUN.Name}
-	if d.Nft != nil && d.Nft.Table != "" && d.Nft.Table != names[0] && strings.HasPrefix(d.Nft.Table, plan.NftTablePrefix) {
-		names = append(names, d.Nft.Table)
+	for _, n := range []*plan.Nft{d.Nft, fp.Nft} {
+		if n != nil && !slices.Contains(names, n.Table) && strings.HasPrefix(n.Table, plan.NftTablePrefix) {
+			names = append(names, n.Table)
+		}
 	}
 	for _, name := range names {
 		tab, err := findTable(c, fam, name)
@@ -332,11 +346,12 @@ func removeNft(t *txn, d plan.Desired) error {
 		if ok, err := nftOwned(c, tab, d.Group); err != nil {
 			return err
 		} else if !ok {
-			t.logf("leaving nft table %s %s: it is not linkagg's (no linkagg:%s tag)", famName(d.Family), name, d.Group)
+			t.logf("leaving nft table %s %s: it is not linkagg's (no rule carries the linkagg:%s tag)", famName(d.Family), name, d.Group)
 			continue
 		}
+		s.warnForeignNftRules(c, tab, d.Group)
 		if err := t.do("nft", fmt.Sprintf("delete nft table %s %s", famName(d.Family), name),
-			func() error { return replaceNft(d.Group, fam, name, true, nil) }, nil); err != nil {
+			func() error { return s.replaceNft(d.Group, fam, name, true, nil) }, nil); err != nil {
 			return err
 		}
 	}

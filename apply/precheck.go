@@ -10,6 +10,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/linkagg/linkagg-hooks/plan"
 )
@@ -26,27 +27,35 @@ type ConflictError struct {
 
 func (e *ConflictError) Error() string { return e.Msg }
 
-// precheck looks for conflicts with foreign kernel state before Apply writes anything. It reads only.
-func precheck(d plan.Desired) error {
-	if err := foreignRules(d); err != nil {
+// precheck is the one read-only pass that looks for foreign kernel state in the group's way, before Apply
+// writes anything: rules on its tables, a table with its nft table's name, marks inside its mask, routes
+// with the destination of one of its routes, MPTCP endpoints of other software on its addresses.
+func (s *Session) precheck(d plan.Desired, fp Footprint) error {
+	if err := s.foreignRules(d, fp); err != nil {
 		return err
 	}
-	c, err := nftConn()
+	c, err := s.nft()
 	if err != nil {
 		return err
 	}
 	if err := foreignNftTable(c, d); err != nil {
 		return err
 	}
-	return foreignMarks(c, d)
+	if err := foreignMarks(c, d); err != nil {
+		return err
+	}
+	if err := s.foreignRoutes(d, fp); err != nil {
+		return err
+	}
+	return s.foreignEndpoints(d, fp)
 }
 
 // foreignRules refuses a rule not tagged as ours (protocol != 76) that looks up one of the group's tables:
 // we would route its packets with our peer routes, and our Down would leave it pointing at an empty table.
 // Tables are per family, so only rules of the group's family count.
-func foreignRules(d plan.Desired) error {
-	tables := groupTables(d)
-	rules, err := listRules(familyOf(d.Family))
+func (s *Session) foreignRules(d plan.Desired, fp Footprint) error {
+	tables := scopeTables(d, fp)
+	rules, err := s.listRules(familyOf(d.Family))
 	if err != nil {
 		return fmt.Errorf("listing rules: %w", err)
 	}
@@ -89,31 +98,47 @@ func describeForeignRule(r netlink.Rule) string {
 	return b.String()
 }
 
-// nftOwned tells whether tab is the group's own table: it has rules and every one carries the group's
-// tag. We make the table with all its rules in one transaction, so an empty or untagged table is not ours.
-func nftOwned(c *nftables.Conn, tab *nftables.Table, group string) (bool, error) {
+type chainRule struct {
+	chain string
+	rule  *nftables.Rule
+}
+
+// nftRules lists the rules of every chain of tab.
+func nftRules(c *nftables.Conn, tab *nftables.Table) ([]chainRule, error) {
 	chains, err := c.ListChainsOfTableFamily(tab.Family)
 	if err != nil {
-		return false, fmt.Errorf("listing nft chains: %w", err)
+		return nil, fmt.Errorf("listing nft chains: %w", err)
 	}
-	n := 0
+	var out []chainRule
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name != tab.Name {
 			continue
 		}
 		rules, err := c.GetRules(tab, ch)
 		if err != nil {
-			return false, fmt.Errorf("listing nft rules of %s: %w", ch.Name, err)
+			return nil, fmt.Errorf("listing nft rules of %s: %w", ch.Name, err)
 		}
 		for _, r := range rules {
-			tag, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			if !strings.HasPrefix(tag, "linkagg:"+group+":") {
-				return false, nil
-			}
-			n++
+			out = append(out, chainRule{ch.Name, r})
 		}
 	}
-	return n > 0, nil
+	return out, nil
+}
+
+// nftOwned tells whether tab is the group's own table: at least one of its rules carries the group's tag.
+// We make the table with all its rules in one transaction, so an empty or untagged table is not ours; a
+// table of ours to which someone added a rule by hand is still ours (and goes whole when we replace it).
+func nftOwned(c *nftables.Conn, tab *nftables.Table, group string) (bool, error) {
+	rules, err := nftRules(c, tab)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rules {
+		if tag, _ := userdata.GetString(r.rule.UserData, userdata.TypeComment); strings.HasPrefix(tag, "linkagg:"+group+":") {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // foreignNftTable refuses a table with our table's name that we did not make: replacing it would delete
@@ -263,11 +288,77 @@ func nftFamName(f nftables.TableFamily) string {
 	return fmt.Sprint(f)
 }
 
-// Precheck runs Apply's checks for foreign state in the way without writing or locking: ifupdown's
-// pre-up calls it so a conflict fails ifup before ifupdown configures anything.
-func Precheck(d plan.Desired) error {
-	if err := precheck(d); err != nil {
+// Precheck runs Apply's checks for foreign state in the way without writing: ifupdown's pre-up calls it so
+// a conflict fails ifup before ifupdown configures anything.
+func (s *Session) Precheck(d plan.Desired) error {
+	fp, err := s.loadFootprint(d.Group)
+	if err != nil {
+		return err
+	}
+	if err := s.precheck(d, fp); err != nil {
 		return fmt.Errorf("apply %s: %w", d.Group, err)
+	}
+	return nil
+}
+
+// foreignRoutes refuses a route of other software with the destination of one of the group's routes in the
+// same table: adding ours would fail half-way through the run, or shadow it.
+func (s *Session) foreignRoutes(d plan.Desired, fp Footprint) error {
+	tables := scopeTables(d, fp)
+	byFam := map[int][]netlink.Route{}
+	for _, r := range d.Routes {
+		fam := prefixFamily(r.Dst)
+		all, ok := byFam[fam]
+		if !ok {
+			var err error
+			if all, err = s.listRoutes(fam); err != nil {
+				return fmt.Errorf("listing routes: %w", err)
+			}
+			byFam[fam] = all
+		}
+		table := r.Table
+		if table == 0 {
+			table = unix.RT_TABLE_MAIN
+		}
+		for _, x := range all {
+			if x.Protocol == plan.RouteProtocol && (slices.Contains(tables, x.Table) || x.Table == unix.RT_TABLE_MAIN) {
+				continue // ours (main: via our TUN, or another group's fakenet, which validate keeps apart)
+			}
+			if x.Table != table || x.Priority != 0 || x.Tos != 0 || (x.Type != unix.RTN_UNICAST && x.Type != 0) {
+				continue
+			}
+			if k := keyOfRoute(x); k.Dst == r.Dst.Masked() {
+				opt := "rspec"
+				if table == unix.RT_TABLE_MAIN {
+					opt = "fakenet"
+				}
+				return &ConflictError{Option: opt, Msg: fmt.Sprintf(
+					"route %s table %s: a foreign route (%s, proto %d) has the same destination: expected none (remove it, or change the configuration)",
+					r.Dst, tableName(table), s.describeRoute(x), x.Protocol)}
+			}
+		}
+	}
+	return nil
+}
+
+// foreignEndpoints refuses an MPTCP endpoint of other software on one of the addresses the group needs an
+// endpoint on: the kernel keeps one endpoint per address.
+func (s *Session) foreignEndpoints(d plan.Desired, fp Footprint) error {
+	if d.MPTCP == nil || len(d.MPTCP.Endpoints) == 0 {
+		return nil
+	}
+	all, err := s.listEndpoints()
+	if err != nil {
+		return err
+	}
+	for _, w := range d.MPTCP.Endpoints {
+		for _, e := range all {
+			if e.Addr == w.Addr && !ownedEndpoint(e, d, fp) {
+				return &ConflictError{Option: "rspec", Msg: fmt.Sprintf(
+					"path %d: address %s already has an MPTCP endpoint of other software (%s): expected none (remove it, or give this path mptcp-flags off)",
+					w.Path+1, w.Addr, s.describeEndpoint(e))}
+			}
+		}
 	}
 	return nil
 }

@@ -46,15 +46,16 @@ func groupTables(d plan.Desired) []int {
 	return ts
 }
 
-// listRoutes dumps the routes of every table of one family.
-func listRoutes(family int) ([]netlink.Route, error) {
-	return retry(func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	})
-}
-
-func listRules(family int) ([]netlink.Rule, error) {
-	return retry(func() ([]netlink.Rule, error) { return netlink.RuleList(family) })
+// scopeTables are the tables a run of the group may touch: those of its plan and those its footprint says
+// it used (a stanza whose tables were renumbered while up still finds its old rules and routes).
+func scopeTables(d plan.Desired, fp Footprint) []int {
+	ts := groupTables(d)
+	for _, t := range fp.Tables {
+		if validTable(t) && !slices.Contains(ts, t) {
+			ts = append(ts, t)
+		}
+	}
+	return ts
 }
 
 // routeKey is what we compare routes on: (table, dst, gw, dev, src).
@@ -83,19 +84,19 @@ func (k routeKey) matches(o routeKey) bool {
 	return k.Table == o.Table && k.Dst == o.Dst && k.Gw == o.Gw && k.Src == o.Src && (k.Dev == 0 || o.Dev == 0 || k.Dev == o.Dev)
 }
 
-func describeRoute(r netlink.Route) string {
+func (s *Session) describeRoute(r netlink.Route) string {
 	k := keyOfRoute(r)
-	s := k.Dst.String()
+	out := k.Dst.String()
 	if k.Gw.IsValid() {
-		s += " via " + k.Gw.String()
+		out += " via " + k.Gw.String()
 	}
-	if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
-		s += " dev " + l.Attrs().Name
+	if r.LinkIndex != 0 {
+		out += " dev " + s.linkName(r.LinkIndex)
 	}
 	if k.Src.IsValid() {
-		s += " src " + k.Src.String()
+		out += " src " + k.Src.String()
 	}
-	return s + " table " + tableName(k.Table)
+	return out + " table " + tableName(k.Table)
 }
 
 func tableName(t int) string {
@@ -142,8 +143,8 @@ func restorable(r netlink.Route) *netlink.Route {
 }
 
 // syncRoutes converges the group's routes: deletes owned routes not desired, adds desired routes missing.
-func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
-	tables := groupTables(d)
+func syncRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
+	tables := scopeTables(d, fp)
 	type want struct {
 		r   plan.Route
 		key routeKey
@@ -156,7 +157,7 @@ func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
 	var byName map[string]int
 	index := func(name string) (int, error) {
 		if byName == nil {
-			links, err := linkList()
+			links, err := t.s.linkList()
 			if err != nil {
 				return 0, fmt.Errorf("listing links: %w", err)
 			}
@@ -195,7 +196,7 @@ func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
 		if !fams[fam] {
 			continue
 		}
-		all, err := listRoutes(fam)
+		all, err := t.s.listRoutes(fam)
 		if err != nil {
 			return fmt.Errorf("listing routes: %w", err)
 		}
@@ -219,10 +220,10 @@ func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
 			}
 			extra++
 			r := r
-			desc := "delete route " + describeRoute(r)
+			desc := "delete route " + t.s.describeRoute(r)
 			if err := t.do("routes", desc,
-				func() error { return netlink.RouteDel(&r) },
-				func() error { return netlink.RouteAdd(restorable(r)) }); err != nil {
+				func() error { return t.s.nl.RouteDel(&r) },
+				func() error { return t.s.nl.RouteAdd(restorable(r)) }); err != nil {
 				return err
 			}
 		}
@@ -236,7 +237,7 @@ func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
 					continue
 				}
 				if k := keyOfRoute(r); k.Dst == w.key.Dst && (r.Type == unix.RTN_UNICAST || r.Type == 0) {
-					return fmt.Errorf("route %s table %s: a foreign route (%s, proto %d) has the same destination", w.r.Dst, tableName(w.key.Table), describeRoute(r), r.Protocol)
+					return fmt.Errorf("route %s table %s: a foreign route (%s, proto %d) has the same destination", w.r.Dst, tableName(w.key.Table), t.s.describeRoute(r), r.Protocol)
 				}
 			}
 			nr := &netlink.Route{
@@ -254,8 +255,8 @@ func syncRoutes(t *txn, d plan.Desired, tunIndex int) error {
 			}
 			desc := fmt.Sprintf("add route %s", planRouteString(w.r))
 			if err := t.do("routes", desc,
-				func() error { return netlink.RouteAdd(nr) },
-				func() error { return netlink.RouteDel(nr) }); err != nil {
+				func() error { return t.s.nl.RouteAdd(nr) },
+				func() error { return t.s.nl.RouteDel(nr) }); err != nil {
 				return err
 			}
 		}
@@ -283,10 +284,10 @@ func planRouteString(r plan.Route) string {
 }
 
 // removeRoutes deletes every route the group owns (Down).
-func removeRoutes(t *txn, d plan.Desired, tunIndex int) error {
-	tables := groupTables(d)
+func removeRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
+	tables := scopeTables(d, fp)
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		all, err := listRoutes(fam)
+		all, err := t.s.listRoutes(fam)
 		if err != nil {
 			return fmt.Errorf("listing routes: %w", err)
 		}
@@ -295,9 +296,9 @@ func removeRoutes(t *txn, d plan.Desired, tunIndex int) error {
 				continue
 			}
 			r := r
-			if err := t.do("routes", "delete route "+describeRoute(r),
-				func() error { return netlink.RouteDel(&r) },
-				func() error { return netlink.RouteAdd(restorable(r)) }); err != nil {
+			if err := t.do("routes", "delete route "+t.s.describeRoute(r),
+				func() error { return t.s.nl.RouteDel(&r) },
+				func() error { return t.s.nl.RouteAdd(restorable(r)) }); err != nil {
 				return err
 			}
 		}
@@ -363,8 +364,8 @@ func describeRule(fam int, k ruleKey) string {
 	return fmt.Sprintf("rule %s fwmark %#x/%#x lookup %d pref %d proto linkagg", f, k.Mark, k.Mask, k.Table, k.Priority)
 }
 
-func syncRules(t *txn, d plan.Desired) error {
-	tables := groupTables(d)
+func syncRules(t *txn, d plan.Desired, fp Footprint) error {
+	tables := scopeTables(d, fp)
 	fam := familyOf(d.Family)
 	var wants []ruleKey
 	for _, r := range d.Rules {
@@ -373,7 +374,7 @@ func syncRules(t *txn, d plan.Desired) error {
 		}
 		wants = append(wants, ruleKey{Src: r.Src, Mark: r.Mark, Mask: r.Mask, Table: r.Table, Priority: r.Priority})
 	}
-	all, err := listRules(fam)
+	all, err := t.s.listRules(fam)
 	if err != nil {
 		return fmt.Errorf("listing rules: %w", err)
 	}
@@ -392,8 +393,8 @@ func syncRules(t *txn, d plan.Desired) error {
 		extra++
 		r := r
 		if err := t.do("rules", "delete "+describeRule(fam, k),
-			func() error { return netlink.RuleDel(&r) },
-			func() error { return netlink.RuleAdd(restorableRule(r)) }); err != nil {
+			func() error { return t.s.nl.RuleDel(&r) },
+			func() error { return t.s.nl.RuleAdd(restorableRule(r)) }); err != nil {
 			return err
 		}
 	}
@@ -403,8 +404,8 @@ func syncRules(t *txn, d plan.Desired) error {
 		}
 		nr := newRule(fam, k)
 		if err := t.do("rules", "add "+describeRule(fam, k),
-			func() error { return netlink.RuleAdd(nr) },
-			func() error { return netlink.RuleDel(nr) }); err != nil {
+			func() error { return t.s.nl.RuleAdd(nr) },
+			func() error { return t.s.nl.RuleDel(nr) }); err != nil {
 			return err
 		}
 	}
@@ -412,10 +413,10 @@ func syncRules(t *txn, d plan.Desired) error {
 	return nil
 }
 
-func removeRules(t *txn, d plan.Desired) error {
-	tables := groupTables(d)
+func removeRules(t *txn, d plan.Desired, fp Footprint) error {
+	tables := scopeTables(d, fp)
 	fam := familyOf(d.Family)
-	all, err := listRules(fam)
+	all, err := t.s.listRules(fam)
 	if err != nil {
 		return fmt.Errorf("listing rules: %w", err)
 	}
@@ -425,8 +426,8 @@ func removeRules(t *txn, d plan.Desired) error {
 		}
 		r := r
 		if err := t.do("rules", "delete "+describeRule(fam, keyOfRule(r)),
-			func() error { return netlink.RuleDel(&r) },
-			func() error { return netlink.RuleAdd(restorableRule(r)) }); err != nil {
+			func() error { return t.s.nl.RuleDel(&r) },
+			func() error { return t.s.nl.RuleAdd(restorableRule(r)) }); err != nil {
 			return err
 		}
 	}

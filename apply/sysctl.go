@@ -8,13 +8,12 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/linkagg/linkagg-hooks/plan"
 )
 
-// procSys is where sysctls live; a variable so a test could point it elsewhere.
-var procSys = "/proc/sys"
-
-func sysctlPath(key string) (string, error) {
+func sysctlPath(proc, key string) (string, error) {
 	k := strings.TrimPrefix(strings.ReplaceAll(key, ".", "/"), "/")
 	if strings.Contains(key, "/") {
 		k = strings.TrimPrefix(key, "/") // a key with slashes keeps its dots (interface names like eth0.10)
@@ -22,11 +21,11 @@ func sysctlPath(key string) (string, error) {
 	if k == "" || path.Clean(k) != k || strings.HasPrefix(k, "..") {
 		return "", fmt.Errorf("bad sysctl key %q", key)
 	}
-	return procSys + "/" + k, nil
+	return proc + "/" + k, nil
 }
 
-func readSysctl(key string) (string, error) {
-	p, err := sysctlPath(key)
+func (s *Session) readSysctl(key string) (string, error) {
+	p, err := sysctlPath(s.proc, key)
 	if err != nil {
 		return "", err
 	}
@@ -37,12 +36,12 @@ func readSysctl(key string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-func writeSysctl(key, value string) error {
-	p, err := sysctlPath(key)
+func (s *Session) writeSysctl(key, value string) error {
+	p, err := sysctlPath(s.proc, key)
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	f, err := os.OpenFile(p, os.O_WRONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
@@ -56,77 +55,117 @@ func writeSysctl(key, value string) error {
 // setSysctl writes key=value through the transaction, with the old value as undo.
 func setSysctl(t *txn, key, old, value, why string) error {
 	return t.do("sysctls", fmt.Sprintf("%s sysctl %s = %s (was %s)", why, key, value, old),
-		func() error { return writeSysctl(key, value) },
-		func() error { return writeSysctl(key, old) })
+		func() error { return t.s.writeSysctl(key, value) },
+		func() error { return t.s.writeSysctl(key, old) })
+}
+
+// keyIndex is the interface index a per-interface key belongs to (0 for a host-wide key).
+func (s *Session) keyIndex(key string) (int, error) {
+	dev, _, ok := ifaceKey(key)
+	if !ok {
+		return 0, nil
+	}
+	l, err := s.linkByName(dev)
+	if err != nil {
+		return 0, err
+	}
+	if l == nil {
+		return -1, nil
+	}
+	return l.Attrs().Index, nil
+}
+
+// currentKey is where claim c lives now: under the current name of its interface ("" when it is gone).
+func (s *Session) currentKey(c *sysctlClaim) (string, error) {
+	if c.IfIndex == 0 {
+		return c.Key, nil
+	}
+	l, err := s.linkByIndex(c.IfIndex)
+	if err != nil || l == nil {
+		return "", err
+	}
+	_, leaf, _ := ifaceKey(c.Key)
+	return "net/ipv4/conf/" + l.Attrs().Name + "/" + leaf, nil
 }
 
 // syncSysctls sets the desired sysctls, claiming them for the group in st, and releases the keys the group
 // no longer wants (restoring the original when no group claims them any more).
-func syncSysctls(t *txn, group string, want []plan.Sysctl, st sysctlState) error {
+func syncSysctls(t *txn, group string, want []plan.Sysctl, st *sysctlState) error {
 	var present int
-	for _, s := range want {
-		cur, err := readSysctl(s.Key)
+	var kept []*sysctlClaim
+	for _, w := range want {
+		if !managedKey(w.Key) {
+			return fmt.Errorf("sysctl %s is not one linkagg manages", w.Key)
+		}
+		idx, err := t.s.keyIndex(w.Key)
 		if err != nil {
+			return err
+		}
+		cur, err := t.s.readSysctl(w.Key)
+		if err != nil || idx < 0 {
 			if t.dry {
-				t.do("sysctls", fmt.Sprintf("set sysctl %s = %s (unreadable: %v)", s.Key, s.Value, err), nil, nil)
+				t.do("sysctls", fmt.Sprintf("set sysctl %s = %s (unreadable: %v)", w.Key, w.Value, err), nil, nil)
 				continue
 			}
-			return fmt.Errorf("reading sysctl %s: %w", s.Key, err)
+			return fmt.Errorf("reading sysctl %s: %w", w.Key, err)
 		}
-		c := st[s.Key]
+		c := st.claim(w.Key, idx)
 		if c == nil {
-			c = &sysctlClaim{Orig: cur}
-			st[s.Key] = c
+			c = &sysctlClaim{Key: w.Key, IfIndex: idx, Orig: cur}
+			st.Claims = append(st.Claims, c)
 		}
+		c.Key = w.Key
 		if !c.has(group) {
 			c.Groups = append(c.Groups, group)
 		}
-		if cur == s.Value {
+		kept = append(kept, c)
+		if cur == w.Value {
 			present++
 			continue
 		}
 		// write-ahead: the original value is on disk before we change it, so a run killed right after the
 		// write still restores it at teardown
-		if !t.dry && t.o.RunDir != "" {
+		if !t.dry {
 			if err := walSysctlState(t, st); err != nil {
 				return fmt.Errorf("saving sysctl state: %w", err)
 			}
 		}
-		if err := setSysctl(t, s.Key, cur, s.Value, "set"); err != nil {
+		if err := setSysctl(t, w.Key, cur, w.Value, "set"); err != nil {
 			return err
 		}
 	}
 	t.count("sysctls", len(want), present, 0)
-	keys := make([]string, 0, len(st))
-	for k := range st {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if slices.ContainsFunc(want, func(s plan.Sysctl) bool { return s.Key == k }) {
+	for _, c := range slices.Clone(st.Claims) {
+		if slices.Contains(kept, c) {
 			continue
 		}
-		if err := releaseSysctl(t, group, k, st); err != nil {
+		if err := releaseSysctl(t, group, c, st); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// releaseSysctl drops group's claim on key and restores the original when nobody claims it any more.
-func releaseSysctl(t *txn, group, key string, st sysctlState) error {
-	c := st[key]
-	if c == nil || !c.has(group) {
+// releaseSysctl drops group's claim c and restores the original when nobody claims it any more.
+func releaseSysctl(t *txn, group string, c *sysctlClaim, st *sysctlState) error {
+	if !c.has(group) {
 		return nil
 	}
 	c.drop(group)
 	if len(c.Groups) > 0 {
 		return nil
 	}
-	delete(st, key)
-	cur, err := readSysctl(key)
-	if errors.Is(err, os.ErrNotExist) {
+	st.remove(c)
+	key, err := t.s.currentKey(c)
+	if err != nil {
+		return err
+	}
+	if key == "" {
 		return nil // the interface is gone
+	}
+	cur, err := t.s.readSysctl(key)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("reading sysctl %s: %w", key, err)
@@ -137,15 +176,10 @@ func releaseSysctl(t *txn, group, key string, st sysctlState) error {
 	return setSysctl(t, key, cur, c.Orig, "restore")
 }
 
-func releaseAllSysctls(t *txn, group string, st sysctlState) error {
-	keys := make([]string, 0, len(st))
-	for k := range st {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+func releaseAllSysctls(t *txn, group string, st *sysctlState) error {
 	var errs []error
-	for _, k := range keys {
-		if err := releaseSysctl(t, group, k, st); err != nil {
+	for _, c := range slices.Clone(st.Claims) {
+		if err := releaseSysctl(t, group, c, st); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -154,24 +188,19 @@ func releaseAllSysctls(t *txn, group string, st sysctlState) error {
 
 // walSysctlState saves st before a sysctl write. The first time in a run it also journals putting the
 // file back as it was, so a rolled-back run leaves the run dir as it found it.
-func walSysctlState(t *txn, st sysctlState) error {
-	path := sysctlFile(t.o.RunDir)
+func walSysctlState(t *txn, st *sysctlState) error {
 	if !t.sysctlWAL {
-		prev, err := os.ReadFile(path)
-		existed := err == nil
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		prev, err := t.s.dir.Read("sysctl.json")
+		if err != nil {
 			return err
 		}
-		t.undos = append(t.undos, undo{"write-ahead sysctl state", func() error {
-			if existed {
-				return os.WriteFile(path, prev, 0o644)
+		t.journal("write-ahead sysctl state", func() error {
+			if prev == nil {
+				return t.s.dir.Remove("sysctl.json")
 			}
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-			return nil
-		}})
+			return t.s.dir.Write("sysctl.json", prev)
+		})
 		t.sysctlWAL = true
 	}
-	return saveSysctlState(t.o.RunDir, st)
+	return t.s.saveSysctlState(*st)
 }

@@ -1,32 +1,29 @@
-// Package apply is the only code of linkagg that writes to the kernel. It converges the kernel to a
-// plan.Desired (Apply), removes what a group owns (Down), creates the TUN for ifupdown's pre-up
-// (EnsureTUN) and compares the kernel with a plan (Status).
+// Package apply is the only code of linkagg that writes to the kernel. A Session (one per event) holds the
+// lock and the kernel handles; under it, Apply converges the kernel to a plan.Desired, Down removes what a
+// group owns, EnsureTUN creates the TUN for ifupdown's pre-up and Status compares the kernel with a plan.
 //
 // Every write is recorded with its undo; a failed Apply runs the undos in reverse, so the kernel is left as
 // it was found. Ownership is read from kernel tags (route/rule protocol plan.RouteProtocol, nft table
-// prefix plan.NftTablePrefix, link alias plan.LinkAlias), so Down works without the state under RunDir.
+// prefix plan.NftTablePrefix and rule tags, link alias plan.LinkAlias) and from each group's recorded
+// footprint, so Down finds what an edited or removed stanza left, and works without the run dir too.
 package apply
 
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// Options tell Apply, Down and EnsureTUN where their state lives and how to log.
+// Options tell a Session where its state lives and how to log.
 type Options struct {
 	RunDir      string        // state + lock dir, e.g. /run/linkagg
-	LockTimeout time.Duration // default 30s
-	FailAt      int           // test hook: the Nth kernel write (1-based) fails with an injected error; 0 = never
+	LockTimeout time.Duration // default DefaultLockTimeout
+	ProcSys     string        // default /proc/sys
 	Logf        func(format string, args ...any)
 }
 
-// DownOptions are Options for Down. KeepTUN keeps the device (ifupdown pre-down: ifupdown still has
-// its own down steps on it); post-down removes it.
+// DownOptions are Options for the one-shot Down. KeepTUN keeps the device (ifupdown pre-down: ifupdown
+// still has its own down steps on it); post-down removes it.
 type DownOptions struct {
 	Options
 	KeepTUN bool
@@ -38,12 +35,12 @@ type Result struct {
 	Ops    []string // human lines of what changed
 }
 
-// ErrInjected is the error of the write selected by Options.FailAt.
+// ErrInjected is the error of the write a test selected to fail.
 var ErrInjected = errors.New("injected failure")
 
-// txn counts kernel writes and remembers how to undo them.
+// txn counts one run's kernel writes and remembers how to undo them.
 type txn struct {
-	o      Options
+	s      *Session
 	dry    bool // Status: record what would be done, write nothing
 	writes int
 	ops    []string
@@ -59,6 +56,8 @@ type undo struct {
 	fn   func() error
 }
 
+func (s *Session) txn(dry bool) *txn { return &txn{s: s, dry: dry} }
+
 // do performs one kernel write. desc is the human line; kind groups it for Status.
 func (t *txn) do(kind, desc string, fn func() error, un func() error) error {
 	if t.dry {
@@ -68,21 +67,29 @@ func (t *txn) do(kind, desc string, fn func() error, un func() error) error {
 		t.drift[kind] = append(t.drift[kind], desc)
 		return nil
 	}
-	t.writes++
-	if t.o.FailAt > 0 && t.writes == t.o.FailAt {
-		t.writes-- // not written
-		return fmt.Errorf("%s: %w (write %d)", desc, ErrInjected, t.writes)
+	t.s.writes++
+	if t.s.failAt > 0 && t.s.writes == t.s.failAt {
+		t.s.writes--
+		return fmt.Errorf("%s: %w (write %d)", desc, ErrInjected, t.s.writes+1)
 	}
 	if err := fn(); err != nil {
-		t.writes-- // nothing was written
+		t.s.writes--
 		return fmt.Errorf("%s: %w", desc, err)
 	}
+	t.writes++
 	t.ops = append(t.ops, desc)
 	t.logf("%s", desc)
 	if un != nil {
 		t.undos = append(t.undos, undo{desc, un})
 	}
 	return nil
+}
+
+// journal records an undo that is not a kernel write (a state file put back).
+func (t *txn) journal(desc string, un func() error) {
+	if !t.dry {
+		t.undos = append(t.undos, undo{desc, un})
+	}
 }
 
 // count records, for Status, how many objects of a kind are desired, present, and owned but not desired.
@@ -100,11 +107,7 @@ func (t *txn) count(kind string, desired, present, extra int) {
 	k.Extra += extra
 }
 
-func (t *txn) logf(format string, args ...any) {
-	if t.o.Logf != nil {
-		t.o.Logf(format, args...)
-	}
-}
+func (t *txn) logf(format string, args ...any) { t.s.logf(format, args...) }
 
 // rollback runs the undos in reverse. It returns the errors of undos that failed.
 func (t *txn) rollback() error {
@@ -122,42 +125,3 @@ func (t *txn) rollback() error {
 }
 
 func (t *txn) result() Result { return Result{Writes: t.writes, Ops: t.ops} }
-
-// lock takes the exclusive flock on RunDir/lock, creating RunDir if missing.
-func lock(o Options) (func(), error) {
-	if o.RunDir == "" {
-		return nil, errors.New("apply: Options.RunDir is empty")
-	}
-	if err := os.MkdirAll(o.RunDir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating run dir: %w", err)
-	}
-	path := filepath.Join(o.RunDir, "lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("opening lock: %w", err)
-	}
-	timeout := o.LockTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("another linkagg run holds %s for more than %s", path, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return func() {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		f.Close()
-	}, nil
-}

@@ -85,9 +85,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "plan":
 		err = planCmd(e, operands, stdout)
 	case "apply":
-		err = withGroups(e, operands, func(gs []*parserGroup) error { return e.Up(gs, nil) })
+		err = e.ApplyGroups(operands)
 	case "down":
-		err = withGroups(e, operands, func(gs []*parserGroup) error { return e.Down(gs, false) })
+		err = e.DownGroups(operands)
 	case "status":
 		var drift bool
 		drift, err = status(e, operands, stdout)
@@ -117,18 +117,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitKernel
 }
 
-type parserGroup = parser.Group
-
-func withGroups(e *engine.Engine, ids []string, f func([]*parser.Group) error) error {
-	cfg, err := e.Config()
-	if err != nil {
-		return err
-	}
-	gs, err := engine.Select(cfg, ids)
-	if err != nil {
-		return err
-	}
-	return f(gs)
+// withGroups runs f on the selected groups in a read-only event (plan, status).
+func withGroups(e *engine.Engine, ids []string, f func(*engine.Event, []*parser.Group) error) error {
+	return e.Run(true, func(ev *engine.Event) error {
+		gs, err := engine.Select(ev.Cfg, ids)
+		if err != nil {
+			return err
+		}
+		return f(ev, gs)
+	})
 }
 
 func validate(e *engine.Engine, files []string, stdout io.Writer) error {
@@ -168,9 +165,9 @@ func validate(e *engine.Engine, files []string, stdout io.Writer) error {
 }
 
 func planCmd(e *engine.Engine, ids []string, stdout io.Writer) error {
-	return withGroups(e, ids, func(gs []*parser.Group) error {
+	return withGroups(e, ids, func(ev *engine.Event, gs []*parser.Group) error {
 		for _, g := range gs {
-			d, err := e.Desired(g, nil)
+			d, err := ev.Desired(g, nil)
 			if err != nil {
 				return fmt.Errorf("%s: %w", g.ID(), err)
 			}

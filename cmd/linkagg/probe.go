@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/linkagg/linkagg-hooks/apply"
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
 	"github.com/linkagg/linkagg-hooks/parser"
 	"github.com/linkagg/linkagg-hooks/plan"
@@ -32,29 +31,24 @@ type probeTarget struct {
 // probeTargets lists, for every running group, each member link with carrier and a peer gateway on its
 // subnet. A link already taken out for a failed probe is still listed, so that its recovery is seen.
 func probeTargets(e *engine.Engine) ([]probeTarget, error) {
-	cfg, err := e.Config()
-	if err != nil {
-		return nil, err
-	}
-	links, err := apply.Links()
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
 	var out []probeTarget
-	for _, g := range engine.RunningGroups(cfg) {
-		for i, own := range g.Own {
-			l := holder(links, own)
-			if l == nil || !l.Up || !l.Carrier || seen[l.Name] {
-				continue
-			}
-			if gw, ok := gatewayOn(l, g, i); ok {
-				seen[l.Name] = true
-				out = append(out, probeTarget{link: l.Name, src: own, gw: gw})
+	err := e.Run(true, func(ev *engine.Event) error {
+		seen := map[string]bool{}
+		for _, g := range ev.RunningGroups() {
+			for i, own := range g.Own {
+				l := holder(ev.Links, own)
+				if l == nil || !l.Up || !l.Carrier || seen[l.Name] {
+					continue
+				}
+				if gw, ok := gatewayOn(l, g, i); ok {
+					seen[l.Name] = true
+					out = append(out, probeTarget{link: l.Name, src: own, gw: gw})
+				}
 			}
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 func holder(links []plan.Local, a netip.Addr) *plan.Local {

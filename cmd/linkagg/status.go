@@ -5,7 +5,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/linkagg/linkagg-hooks/apply"
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
 	"github.com/linkagg/linkagg-hooks/parser"
 	"github.com/linkagg/linkagg-hooks/plan"
@@ -14,25 +13,22 @@ import (
 // status prints, per group, its paths as planned now and the kernel objects present against the plan.
 // drift is true when a running group's kernel state differs from its plan.
 func status(e *engine.Engine, ids []string, w io.Writer) (drift bool, err error) {
-	err = withGroups(e, ids, func(gs []*parser.Group) error {
+	err = withGroups(e, ids, func(ev *engine.Event, gs []*parser.Group) error {
 		for _, g := range gs {
-			d, err := e.Desired(g, nil)
+			d, err := ev.Desired(g, nil)
 			if err != nil {
 				return fmt.Errorf("%s: %w", g.ID(), err)
 			}
-			if !engine.Running(g) {
+			if !ev.Running(g) {
 				fmt.Fprintf(w, "%s: down (%s is not up)\n", g.ID(), g.Iface)
 				continue
 			}
-			r, err := apply.Status(d)
+			r, err := ev.S.Status(d)
 			if err != nil {
 				return fmt.Errorf("%s: %w", g.ID(), err)
 			}
 			fmt.Fprint(w, r.String())
-			links, err := apply.Links()
-			if err != nil {
-				return fmt.Errorf("%s: %w", g.ID(), err)
-			}
+			links := ev.Links
 			for _, p := range d.Paths {
 				l := plan.Holder(links, p.Own)
 				switch {
@@ -51,6 +47,19 @@ func status(e *engine.Engine, ids []string, w io.Writer) (drift bool, err error)
 				fmt.Fprintf(w, "  state: converged\n")
 			} else {
 				fmt.Fprintf(w, "  state: DRIFT (%d differences; linkagg apply %s converges)\n", len(r.Drift), g.Iface)
+				drift = true
+			}
+		}
+		if len(ids) == 0 {
+			o, err := ev.Orphans()
+			if err != nil {
+				return err
+			}
+			if !o.Empty() {
+				fmt.Fprintf(w, "not configured, but linkagg's (linkagg apply removes them):\n")
+				for _, l := range o.Lines {
+					fmt.Fprintf(w, "  %s\n", l)
+				}
 				drift = true
 			}
 		}

@@ -12,7 +12,6 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/vishvananda/netlink"
 
-	"github.com/linkagg/linkagg-hooks/apply"
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
 )
 
@@ -178,21 +177,18 @@ func watch(e *engine.Engine, debounce, resync, probeInterval time.Duration, stde
 // noCarrier records in state the member links of running groups that are up without carrier (keeping the
 // time each was first seen so) and drops those that got it back; it tells whether state changed.
 func noCarrier(e *engine.Engine, state map[string]engine.LinkState) bool {
-	cfg, err := e.Config()
-	if err != nil {
-		return false
-	}
-	links, err := apply.Links()
-	if err != nil {
-		return false
-	}
 	out := map[string]bool{}
-	for _, g := range engine.RunningGroups(cfg) {
-		for _, own := range g.Own {
-			if l := holder(links, own); l != nil && l.Up && !l.Carrier {
-				out[l.Name] = true
+	if err := e.Run(true, func(ev *engine.Event) error {
+		for _, g := range ev.RunningGroups() {
+			for _, own := range g.Own {
+				if l := holder(ev.Links, own); l != nil && l.Up && !l.Carrier {
+					out[l.Name] = true
+				}
 			}
 		}
+		return nil
+	}); err != nil {
+		return false
 	}
 	changed := false
 	for name := range out {

@@ -1,16 +1,16 @@
-// Package engine is the one path every entry point takes: read the configuration, snapshot the host's
-// links, plan, and hand the plan to apply. The CLI and the hooks differ only in how they pick groups.
+// Package engine is the one path every entry point takes: open the event's session (the lock), read the
+// configuration, snapshot the host's links, plan, and hand the plan to apply — all under that one session,
+// so a run that waited for another plans from what that run left. The CLI and the hooks differ only in how
+// they pick groups.
 package engine
 
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
+	"strings"
 	"time"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/linkagg/linkagg-hooks/apply"
 	"github.com/linkagg/linkagg-hooks/hooks"
@@ -34,6 +34,8 @@ type Engine struct {
 	// UseCarrier plans links without carrier as down (networkd hosts, `linkagg watch`); it is also in force
 	// whenever a watcher runs on RunDir (see WatcherRunning), so every planner agrees with it.
 	UseCarrier bool
+	// Deadline, when set, bounds the whole event: the wait for the lock ends before it.
+	Deadline time.Time
 }
 
 // New makes an engine with the defaults, overridden by LINKAGG_INTERFACES, LINKAGG_CONFDIR, LINKAGG_RUNDIR.
@@ -78,6 +80,50 @@ func (e *Engine) Config() (*parser.Config, error) {
 	return cfg, nil
 }
 
+// Event is one event's view of the host, valid while its session is open.
+type Event struct {
+	e     *Engine
+	S     *apply.Session
+	Cfg   *parser.Config
+	Links []plan.Local // the snapshot every plan of the event uses
+}
+
+// options are the apply options of this event: the lock wait ends a second before the deadline.
+func (e *Engine) options() apply.Options {
+	o := e.Apply
+	if !e.Deadline.IsZero() {
+		left := time.Until(e.Deadline) - time.Second
+		if o.LockTimeout <= 0 {
+			o.LockTimeout = apply.DefaultLockTimeout
+		}
+		o.LockTimeout = max(min(o.LockTimeout, left), time.Millisecond)
+	}
+	return o
+}
+
+// Run opens the event's session (readOnly: no lock, no write, for status and plan), reads the
+// configuration and the links under it, and calls f.
+func (e *Engine) Run(readOnly bool, f func(ev *Event) error) error {
+	open := apply.Open
+	if readOnly {
+		open = apply.OpenReadOnly
+	}
+	s, err := open(e.options())
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	cfg, err := e.Config()
+	if err != nil {
+		return err
+	}
+	links, err := s.Links()
+	if err != nil {
+		return err
+	}
+	return f(&Event{e: e, S: s, Cfg: cfg, Links: links})
+}
+
 // Select returns the groups named by ids ("tun0", "tun0/inet6"; a bare iface name also selects its inet6
 // group), or all groups when ids is empty.
 func Select(cfg *parser.Config, ids []string) ([]*parser.Group, error) {
@@ -104,40 +150,59 @@ func Select(cfg *parser.Config, ids []string) ([]*parser.Group, error) {
 	return out, nil
 }
 
-// Desired plans g against the links as they are now, with exclude planned as gone.
-func (e *Engine) Desired(g *parser.Group, exclude []string) (plan.Desired, error) {
-	links, err := apply.Links()
-	if err != nil {
-		return plan.Desired{}, err
-	}
-	d, err := plan.Build(plan.Input{Group: *g, Links: links, Exclude: exclude, Health: e.Health(links)})
+// Desired plans g against the event's links, with exclude planned as gone.
+func (ev *Event) Desired(g *parser.Group, exclude []string) (plan.Desired, error) {
+	e := ev.e
+	d, err := plan.Build(plan.Input{Group: *g, Links: ev.Links, Exclude: exclude, Health: e.Health(ev.Links)})
 	if err != nil {
 		return plan.Desired{}, &ConfigError{err}
 	}
 	return d, nil
 }
 
+// Running tells whether g's TUN is up in the event's snapshot: a group whose TUN is down or gone was
+// stopped by ifupdown, networkd or the admin, and only its own event brings it back.
+func (ev *Event) Running(g *parser.Group) bool {
+	for _, l := range ev.Links {
+		if l.Name == g.Iface {
+			return l.Up
+		}
+	}
+	return false
+}
+
+// RunningGroups are the configured groups whose TUN is up.
+func (ev *Event) RunningGroups() []*parser.Group {
+	var out []*parser.Group
+	for i := range ev.Cfg.Groups {
+		if ev.Running(&ev.Cfg.Groups[i]) {
+			out = append(out, &ev.Cfg.Groups[i])
+		}
+	}
+	return out
+}
+
 // Up converges the groups to their plans.
-func (e *Engine) Up(groups []*parser.Group, exclude []string) error {
+func (ev *Event) Up(groups []*parser.Group, exclude []string) error {
 	var errs []error
 	for _, g := range groups {
-		d, err := e.Desired(g, exclude)
+		d, err := ev.Desired(g, exclude)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
 			continue
 		}
-		res, err := apply.Apply(d, e.Apply)
+		res, err := ev.S.Apply(d)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %s: %w", conflictPos(g, err), g.ID(), err))
 			continue
 		}
-		e.logResult(g.ID(), "up", d, res)
+		ev.e.logResult(g.ID(), "up", d, res)
 	}
 	return errors.Join(errs...)
 }
 
 // Down removes what the groups own; keepTUN leaves the device for ifupdown's own down steps.
-func (e *Engine) Down(groups []*parser.Group, keepTUN bool) error {
+func (ev *Event) Down(groups []*parser.Group, keepTUN bool) error {
 	var errs []error
 	for _, g := range groups {
 		d, err := plan.Build(plan.Input{Group: *g})
@@ -145,14 +210,74 @@ func (e *Engine) Down(groups []*parser.Group, keepTUN bool) error {
 			errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
 			continue
 		}
-		res, err := apply.Down(d, apply.DownOptions{Options: e.Apply, KeepTUN: keepTUN})
+		res, err := ev.S.Down(d, keepTUN)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
 			continue
 		}
-		e.Log.Infof("%s: down, %d kernel writes", g.ID(), res.Writes)
+		ev.e.Log.Infof("%s: down, %d kernel writes", g.ID(), res.Writes)
 	}
 	return errors.Join(errs...)
+}
+
+// Unconfigured is the minimal plan of a group that is in no configuration any more: its ID and TUN, so
+// that Down finds the rest through the group's footprint and the kernel's tags.
+func Unconfigured(id string) plan.Desired {
+	iface, fam, _ := strings.Cut(id, "/")
+	d := plan.Desired{Group: id, Family: parser.Inet, TUN: plan.TUN{Name: iface}}
+	if fam == "inet6" {
+		d.Family = parser.Inet6
+	}
+	return d
+}
+
+// DownOrphan removes a group known only from its footprint or the kernel's tags. The TUN stays when a
+// configured group of the other family uses it.
+func (ev *Event) DownOrphan(id string) error {
+	d := Unconfigured(id)
+	keep := slices.ContainsFunc(ev.Cfg.Groups, func(g parser.Group) bool { return g.Iface == d.TUN.Name })
+	res, err := ev.S.Down(d, keep)
+	if err != nil {
+		return err
+	}
+	ev.e.Log.Infof("%s: removed (no longer configured), %d kernel writes", id, res.Writes)
+	return nil
+}
+
+// Orphans lists what of ours no configured group claims.
+func (ev *Event) Orphans() (apply.Orphans, error) {
+	var ds []plan.Desired
+	for i := range ev.Cfg.Groups {
+		d, err := plan.Build(plan.Input{Group: ev.Cfg.Groups[i]})
+		if err != nil {
+			return apply.Orphans{}, &ConfigError{err}
+		}
+		ds = append(ds, d)
+	}
+	return ev.S.Orphans(ds)
+}
+
+// RemoveOrphans takes down every group that is no longer configured and then what of ours is left that
+// no group claims.
+func (ev *Event) RemoveOrphans() error {
+	o, err := ev.Orphans()
+	if err != nil || o.Empty() {
+		return err
+	}
+	var errs []error
+	for _, id := range o.Groups {
+		if err := ev.DownOrphan(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o, err = ev.Orphans(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	res, err := ev.S.RemoveOrphans(o)
+	if res.Writes > 0 {
+		ev.e.Log.Infof("removed %d objects of linkagg that no configured group claims", res.Writes)
+	}
+	return errors.Join(append(errs, err)...)
 }
 
 func (e *Engine) logResult(id, what string, d plan.Desired, res apply.Result) {
@@ -168,60 +293,121 @@ func (e *Engine) logResult(id, what string, d plan.Desired, res apply.Result) {
 	}
 }
 
+// Apply is `linkagg apply [GROUP…]`: converge the named groups, or all of them and remove what of ours no
+// configured group claims any more.
+func (e *Engine) ApplyGroups(ids []string) error {
+	return e.Run(false, func(ev *Event) error {
+		gs, err := Select(ev.Cfg, ids)
+		if err != nil {
+			return err
+		}
+		err = ev.Up(gs, nil)
+		if len(ids) == 0 {
+			err = errors.Join(err, ev.RemoveOrphans())
+		}
+		return err
+	})
+}
+
+// DownGroups is `linkagg down [GROUP…]`: a group that is not configured is still taken down when its
+// footprint or the kernel's tags know it.
+func (e *Engine) DownGroups(ids []string) error {
+	return e.Run(false, func(ev *Event) error {
+		var configured, unknown []string
+		for _, id := range ids {
+			if slices.ContainsFunc(ev.Cfg.Groups, func(g parser.Group) bool { return g.ID() == id || g.Iface == id }) {
+				configured = append(configured, id)
+			} else {
+				unknown = append(unknown, id)
+			}
+		}
+		var gs []*parser.Group
+		if len(ids) == 0 || len(configured) > 0 {
+			var err error
+			if gs, err = Select(ev.Cfg, configured); err != nil {
+				return err
+			}
+		}
+		err := ev.Down(gs, false)
+		if len(unknown) == 0 {
+			return err
+		}
+		o, oerr := ev.Orphans()
+		if oerr != nil {
+			return errors.Join(err, oerr)
+		}
+		for _, id := range unknown {
+			var ids []string
+			for _, g := range o.Groups {
+				if g == id || strings.TrimSuffix(g, "/inet6") == id {
+					ids = append(ids, g)
+				}
+			}
+			if len(ids) == 0 {
+				err = errors.Join(err, &ConfigError{fmt.Errorf("no group %q in the configuration, and nothing of it in the kernel or in %s", id, e.Apply.RunDir)})
+			}
+			for _, g := range ids {
+				err = errors.Join(err, ev.DownOrphan(g))
+			}
+		}
+		return err
+	})
+}
+
 // Handle acts on one hook event. ours says whether the event's own stanza carries our options: then a
 // configuration error fails the event; for any other interface it is logged and the event succeeds, so a
 // typo in our stanza never stops an unrelated NIC from coming up.
 func (e *Engine) Handle(in hooks.Intent, ours bool) error {
-	cfg, err := e.Config()
-	if err != nil {
-		if ours {
-			return err
+	err := e.Run(false, func(ev *Event) error {
+		var own []*parser.Group
+		for i := range ev.Cfg.Groups {
+			g := &ev.Cfg.Groups[i]
+			if g.Iface == in.Iface && (in.Family == 0 || g.Family == in.Family) {
+				own = append(own, g)
+			}
 		}
+		if len(own) > 0 {
+			return ev.handleGroup(in, own)
+		}
+		return ev.handleMember(in)
+	})
+	var ce *ConfigError
+	if err != nil && !ours && errors.As(err, &ce) {
 		e.Log.Errorf("ignoring %s %s of %s: %v", in.Source, in.Phase, in.Iface, err)
 		return nil
 	}
-	var own []*parser.Group
-	for i := range cfg.Groups {
-		g := &cfg.Groups[i]
-		if g.Iface == in.Iface && (in.Family == 0 || g.Family == in.Family) {
-			own = append(own, g)
-		}
-	}
-	if len(own) > 0 {
-		return e.handleGroup(in, own)
-	}
-	return e.handleMember(in, cfg)
+	return err
 }
 
-func (e *Engine) handleGroup(in hooks.Intent, groups []*parser.Group) error {
+func (ev *Event) handleGroup(in hooks.Intent, groups []*parser.Group) error {
 	switch in.Phase {
 	case hooks.PreUp:
 		// foreign kernel state in the group's way fails ifup before ifupdown configures anything
 		for _, g := range groups {
-			d, err := e.Desired(g, nil)
+			d, err := ev.Desired(g, nil)
 			if err != nil {
 				return fmt.Errorf("%s: %w", g.ID(), err)
 			}
-			if err := apply.Precheck(d); err != nil {
+			if err := ev.S.Precheck(d); err != nil {
 				return fmt.Errorf("%s: %s: %w", conflictPos(g, err), g.ID(), err)
 			}
 		}
-		_, err := apply.EnsureTUN(plan.TUN{Name: groups[0].Iface}, e.Apply)
+		_, err := ev.S.EnsureTUN(plan.TUN{Name: groups[0].Iface})
 		return err
 	case hooks.PostUp:
-		return e.Up(groups, nil)
+		return ev.Up(groups, nil)
 	case hooks.PreDown:
-		return e.Down(groups, true)
+		return ev.Down(groups, true)
 	case hooks.PostDown:
-		return e.Down(groups, false)
+		return ev.Down(groups, false)
 	}
 	return nil
 }
 
 // handleMember re-plans every running group, of either family, when another interface comes or goes: its
-// path joins or leaves the mark sequence. A group runs when its TUN exists and is administratively up; groups whose TUN
-// is not up yet are left for their own if-up (boot order does not matter).
-func (e *Engine) handleMember(in hooks.Intent, cfg *parser.Config) error {
+// path joins or leaves the mark sequence. Groups whose TUN is not up yet are left for their own if-up
+// (boot order does not matter).
+func (ev *Event) handleMember(in hooks.Intent) error {
 	var exclude []string
 	switch in.Phase {
 	case hooks.PreUp:
@@ -229,17 +415,11 @@ func (e *Engine) handleMember(in hooks.Intent, cfg *parser.Config) error {
 	case hooks.PreDown:
 		exclude = []string{in.Iface}
 	}
-	var running []*parser.Group
-	for i := range cfg.Groups {
-		g := &cfg.Groups[i]
-		if l, err := netlink.LinkByName(g.Iface); err == nil && l.Attrs().Flags&net.FlagUp != 0 {
-			running = append(running, g)
-		}
-	}
+	running := ev.RunningGroups()
 	if len(running) == 0 {
 		return nil
 	}
-	return e.Up(running, exclude)
+	return ev.Up(running, exclude)
 }
 
 // Health is what the planners count as down: links up without carrier when carrier counts (networkd, a
@@ -264,12 +444,6 @@ func (e *Engine) Health(links []plan.Local) plan.Health {
 		}
 	}
 	return h
-}
-
-// Running tells whether g's TUN is up (for status).
-func Running(g *parser.Group) bool {
-	l, err := netlink.LinkByName(g.Iface)
-	return err == nil && l.Attrs().Flags&net.FlagUp != 0
 }
 
 // IDs lists group IDs, for messages.

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,11 +12,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
-	"github.com/linkagg/linkagg-hooks/apply"
 	"github.com/linkagg/linkagg-hooks/hooks"
 	"github.com/linkagg/linkagg-hooks/parser"
+	"github.com/linkagg/linkagg-hooks/plan"
 )
 
 // HandleNetworkd acts on one networkd-dispatcher event. networkd reports carrier, so plans here count a
@@ -34,55 +31,53 @@ import (
 //     down-ish re-plans running groups with that interface excluded, so its path leaves the mark sequence.
 func (e *Engine) HandleNetworkd(ev hooks.NetworkdEvent) error {
 	e.UseCarrier = true
-	cfg, err := e.Config()
-	if err != nil {
-		return err
-	}
-	var own []*parser.Group
-	for i := range cfg.Groups {
-		if cfg.Groups[i].Iface == ev.Iface {
-			own = append(own, &cfg.Groups[i])
+	return e.Run(false, func(r *Event) error {
+		var own []*parser.Group
+		for i := range r.Cfg.Groups {
+			if r.Cfg.Groups[i].Iface == ev.Iface {
+				own = append(own, &r.Cfg.Groups[i])
+			}
 		}
-	}
-	if len(own) > 0 {
-		l, err := netlink.LinkByName(ev.Iface)
-		up := err == nil && l.Attrs().Flags&net.FlagUp != 0
-		if ev.State == "off" && !up {
-			return e.Down(own, false)
+		if len(own) > 0 {
+			up := r.Running(own[0])
+			if ev.State == "off" && !up {
+				return r.Down(own, false)
+			}
+			if !up {
+				return nil // a stale up-ish event of a TUN that is down now: its off event follows
+			}
+			return r.Up(own, nil)
 		}
-		if !up {
-			return nil // a stale up-ish event of a TUN that is down now: its off event follows
-		}
-		return e.Up(own, nil)
-	}
 
-	var exclude []string
-	if !ev.Up() {
-		exclude = []string{ev.Iface}
-	}
-	var groups []*parser.Group
-	for i := range cfg.Groups {
-		g := &cfg.Groups[i]
-		switch {
-		case Running(g):
-			groups = append(groups, g)
-		case ev.Up() && tunMissing(g.Iface) && e.member(g, ev):
-			e.Log.Infof("%s: starting, member %s is %s", g.ID(), ev.Iface, ev.State)
-			groups = append(groups, g)
+		var exclude []string
+		if !ev.Up() {
+			exclude = []string{ev.Iface}
 		}
-	}
-	if len(groups) == 0 {
-		return nil
-	}
-	err = e.Up(groups, exclude)
-	e.releaseDead(groups, exclude)
-	return err
+		var groups []*parser.Group
+		for i := range r.Cfg.Groups {
+			g := &r.Cfg.Groups[i]
+			switch {
+			case r.Running(g):
+				groups = append(groups, g)
+			case ev.Up() && !r.hasLink(g.Iface) && r.member(g, ev):
+				e.Log.Infof("%s: starting, member %s is %s", g.ID(), ev.Iface, ev.State)
+				groups = append(groups, g)
+			}
+		}
+		if len(groups) == 0 {
+			return nil
+		}
+		err := r.Up(groups, exclude)
+		r.releaseDead(groups, exclude)
+		return err
+	})
 }
 
 // releaseDead frees the packets queued on member links that lost their carrier (or are leaving), once
 // their paths are out of the sequence: see apply.ReleaseQueued for why a flow would stall otherwise.
-func (e *Engine) releaseDead(groups []*parser.Group, exclude []string) {
-	links, err := apply.Links()
+func (r *Event) releaseDead(groups []*parser.Group, exclude []string) {
+	e := r.e
+	links, err := r.S.Links()
 	if err != nil {
 		e.Log.Errorf("listing links: %v", err)
 		return
@@ -100,7 +95,7 @@ func (e *Engine) releaseDead(groups []*parser.Group, exclude []string) {
 		if !member {
 			continue
 		}
-		if n, err := apply.ReleaseQueued(l.Name); err != nil {
+		if n, err := r.S.ReleaseQueued(l.Name); err != nil {
 			e.Log.Errorf("%v", err)
 		} else if n > 0 {
 			e.Log.Infof("%s: released %d unresolved neighbour entries (and the packets queued on them)", l.Name, n)
@@ -110,7 +105,7 @@ func (e *Engine) releaseDead(groups []*parser.Group, exclude []string) {
 
 // member tells whether the event's link holds one of g's own path addresses, by the dispatcher's list or
 // by the kernel (the list is empty in some states).
-func (e *Engine) member(g *parser.Group, ev hooks.NetworkdEvent) bool {
+func (r *Event) member(g *parser.Group, ev hooks.NetworkdEvent) bool {
 	for _, own := range g.Own {
 		for _, a := range ev.Addrs {
 			if a == own {
@@ -118,7 +113,7 @@ func (e *Engine) member(g *parser.Group, ev hooks.NetworkdEvent) bool {
 			}
 		}
 	}
-	d, err := e.Desired(g, nil)
+	d, err := r.Desired(g, nil)
 	if err != nil {
 		return false
 	}
@@ -130,37 +125,21 @@ func (e *Engine) member(g *parser.Group, ev hooks.NetworkdEvent) bool {
 	return false
 }
 
-func tunMissing(name string) bool {
-	_, err := netlink.LinkByName(name)
-	var nf netlink.LinkNotFoundError
-	return err != nil && errors.As(err, &nf)
-}
-
-// RunningGroups are the groups whose TUN is up: the ones a watcher keeps converged. A group whose TUN is
-// down or gone was stopped by ifupdown, networkd or the admin, and a watcher must not bring it back.
-func RunningGroups(cfg *parser.Config) []*parser.Group {
-	var out []*parser.Group
-	for i := range cfg.Groups {
-		if Running(&cfg.Groups[i]) {
-			out = append(out, &cfg.Groups[i])
-		}
-	}
-	return out
+func (r *Event) hasLink(name string) bool {
+	return slices.ContainsFunc(r.Links, func(l plan.Local) bool { return l.Name == name })
 }
 
 // Converge re-plans every running group against the links as they are now (for `linkagg watch`).
 func (e *Engine) Converge() error {
-	cfg, err := e.Config()
-	if err != nil {
+	return e.Run(false, func(r *Event) error {
+		gs := r.RunningGroups()
+		if len(gs) == 0 {
+			return nil
+		}
+		err := r.Up(gs, nil)
+		r.releaseDead(gs, nil)
 		return err
-	}
-	gs := RunningGroups(cfg)
-	if len(gs) == 0 {
-		return nil
-	}
-	err = e.Up(gs, nil)
-	e.releaseDead(gs, nil)
-	return err
+	})
 }
 
 // watchPIDFile, under RunDir, names the running `linkagg watch`. While it lives, every planner on this host
