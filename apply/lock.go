@@ -89,7 +89,7 @@ func lock(dir *rundir.Dir, timeout time.Duration) (func(), error) {
 	}
 	// who holds it, for the message of a run that times out
 	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+" "+progName()+"\n"), 0)
+		_, _ = f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+" "+lockHolderName()+"\n"), 0)
 	}
 	return func() {
 		_ = f.Truncate(0)
@@ -109,7 +109,7 @@ func lockName(dir string) string {
 	return n
 }
 
-func progName() string {
+func lockHolderName() string {
 	b, err := os.ReadFile("/proc/self/cmdline")
 	if err != nil {
 		return filepath.Base(os.Args[0])
