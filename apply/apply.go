@@ -55,6 +55,9 @@ func (s *Session) Apply(d plan.Desired) (Result, error) {
 		return s.dir.Write(footprintFile(d.Group), prevFile)
 	})
 	err = converge(t, d, fp, &next, &sst)
+	if err == nil && s.failSave != nil {
+		err = fmt.Errorf("saving the footprint: %w", s.failSave)
+	}
 	if err == nil {
 		if err = s.saveFootprint(next); err != nil {
 			err = fmt.Errorf("saving the footprint: %w", err)
@@ -87,25 +90,38 @@ func newFootprint(d plan.Desired, old Footprint) Footprint {
 }
 
 func (s *Session) hasAddr(l netlink.Link, p string) (bool, error) {
+	a, err := s.findAddr(l, p)
+	return a != nil, err
+}
+
+// findAddr is the address p of l as the kernel has it, or nil.
+func (s *Session) findAddr(l netlink.Link, p string) (*netlink.Addr, error) {
 	addrs, err := s.addrList(l, netlink.FAMILY_ALL)
 	if err != nil {
-		return false, fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
+		return nil, fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
 	}
 	for _, a := range addrs {
 		if a.IPNet != nil {
 			if q, ok := ipnetPrefix(a.IPNet); ok && q.String() == p {
-				return true, nil
+				return &a, nil
 			}
 		}
 	}
-	return false, nil
+	return nil, nil
 }
 
+// ourVIP tells whether the kernel's address is one we added: a host address carrying noprefixroute, the
+// tag vipAddr gives it (the flag changes nothing for a /32 or /128, which has no prefix route).
+func ourVIP(a *netlink.Addr) bool { return a != nil && a.Flags&unix.IFA_F_NOPREFIXROUTE != 0 }
+
+// vipAddr is the VIP as we add it, tagged with noprefixroute so that Down can tell it from an address
+// the admin or ifupdown put there.
 func vipAddr(p string) (*netlink.Addr, error) {
 	a, err := netlink.ParseAddr(p)
 	if err != nil {
 		return nil, err
 	}
+	a.Flags |= unix.IFA_F_NOPREFIXROUTE
 	if a.IP.To4() == nil {
 		a.Flags |= unix.IFA_F_NODAD
 	}
@@ -167,13 +183,9 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 			}
 			// a VIP we added earlier and that is no longer the VIP goes
 			if prev := old.AddedVIP; prev != "" && prev != vip {
-				if here, err := s.hasAddr(l, prev); err != nil {
+				if a, err := s.findAddr(l, prev); err != nil {
 					return err
-				} else if here {
-					a, err := vipAddr(prev)
-					if err != nil {
-						return err
-					}
+				} else if ourVIP(a) {
 					if err := t.do("addresses", fmt.Sprintf("delete address %s dev %s", prev, name),
 						func() error { return s.nl.AddrDel(l, a) },
 						func() error { return s.nl.AddrAdd(l, a) }); err != nil {
@@ -224,6 +236,12 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 // changed it, and the TUN if it is ours and !keepTUN. It goes on after an error and returns all of them;
 // Down on nothing does no write.
 func (s *Session) Down(d plan.Desired, keepTUN bool) (Result, error) {
+	return s.DownExcept(d, keepTUN, nil)
+}
+
+// DownExcept is Down leaving alone the tables in claimed: those a configured group uses now, when d is a
+// group that is no longer configured and whose footprint may still name them (a stanza renamed).
+func (s *Session) DownExcept(d plan.Desired, keepTUN bool, claimed []int) (Result, error) {
 	if d.Group == "" || d.TUN.Name == "" {
 		return Result{}, errors.New("down: Desired has no group or TUN name")
 	}
@@ -238,6 +256,7 @@ func (s *Session) Down(d plan.Desired, keepTUN bool) (Result, error) {
 		// known from neither the configuration nor the run dir: what the kernel's tags say
 		fp.merge(s.tagFootprint(d.Group, d.Family, d.TUN.Name))
 	}
+	fp.Tables = slices.DeleteFunc(fp.Tables, func(t int) bool { return slices.Contains(claimed, t) })
 	sst, err := s.loadSysctlState()
 	if err != nil {
 		return Result{}, fmt.Errorf("down %s: %w", d.Group, err)
@@ -266,31 +285,23 @@ func (s *Session) Down(d plan.Desired, keepTUN bool) (Result, error) {
 	step("sysctls", releaseAllSysctls(t, d.Group, &sst))
 
 	deleteTUN := l != nil && l.Attrs().Alias == plan.LinkAlias && !keepTUN
-	if l != nil && !deleteTUN && l.Attrs().Alias != plan.LinkAlias {
-		// a TUN that is not ours: only undo our own changes, and only where the kernel still shows them
-		if vip := fp.AddedVIP; vip != "" && d.VIP.IsValid() && vip == d.VIP.String() {
-			here, err := s.hasAddr(l, vip)
+	if l != nil && !deleteTUN {
+		// the TUN stays: undo only our own changes, only where the kernel still shows them, and on a TUN that
+		// is not ours only what the configuration names (a footprint alone never removes an address or
+		// changes an MTU there)
+		ours := l.Attrs().Alias == plan.LinkAlias
+		if vip := fp.AddedVIP; vip != "" && (ours || d.VIP.IsValid() && vip == d.VIP.String()) {
+			a, err := s.findAddr(l, vip)
 			step("vip", err)
-			if here {
-				a, err := vipAddr(vip)
-				if err == nil {
-					err = t.do("addresses", fmt.Sprintf("delete address %s dev %s", vip, d.TUN.Name),
-						func() error { return s.nl.AddrDel(l, a) }, nil)
-				}
-				step("vip", err)
-			}
-		}
-		if fp.OrigMTU != 0 && l.Attrs().MTU == fp.SetMTU && l.Attrs().MTU != fp.OrigMTU {
-			step("tun", t.do("link", fmt.Sprintf("restore %s mtu %d", d.TUN.Name, fp.OrigMTU),
-				func() error { return s.nl.LinkSetMTU(l, fp.OrigMTU) }, nil))
-		}
-	} else if l != nil && !deleteTUN && fp.AddedVIP != "" {
-		// our TUN kept for ifupdown's own down steps: the VIP we added goes now
-		if here, err := s.hasAddr(l, fp.AddedVIP); err == nil && here {
-			if a, err := vipAddr(fp.AddedVIP); err == nil {
-				step("vip", t.do("addresses", fmt.Sprintf("delete address %s dev %s", fp.AddedVIP, d.TUN.Name),
+			if ourVIP(a) {
+				step("vip", t.do("addresses", fmt.Sprintf("delete address %s dev %s", vip, d.TUN.Name),
 					func() error { return s.nl.AddrDel(l, a) }, nil))
 			}
+		}
+		// the MTU goes back only while it is still the one the configuration asked for and we set
+		if !ours && fp.OrigMTU != 0 && d.TUN.MTU != 0 && fp.SetMTU == d.TUN.MTU && l.Attrs().MTU == d.TUN.MTU && fp.OrigMTU != d.TUN.MTU {
+			step("tun", t.do("link", fmt.Sprintf("restore %s mtu %d", d.TUN.Name, fp.OrigMTU),
+				func() error { return s.nl.LinkSetMTU(l, fp.OrigMTU) }, nil))
 		}
 	}
 	if deleteTUN {

@@ -237,7 +237,11 @@ func syncRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
 					continue
 				}
 				if k := keyOfRoute(r); k.Dst == w.key.Dst && (r.Type == unix.RTN_UNICAST || r.Type == 0) {
-					return fmt.Errorf("route %s table %s: a foreign route (%s, proto %d) has the same destination", w.r.Dst, tableName(w.key.Table), t.s.describeRoute(r), r.Protocol)
+					who := "a foreign route"
+					if r.Protocol == plan.RouteProtocol {
+						who = "a route of another linkagg group" // a renamed stanza's old group: `linkagg apply` removes it
+					}
+					return fmt.Errorf("route %s table %s: %s (%s, proto %d) has the same destination", w.r.Dst, tableName(w.key.Table), who, t.s.describeRoute(r), r.Protocol)
 				}
 			}
 			nr := &netlink.Route{

@@ -30,6 +30,8 @@ type Session struct {
 	// failAt: test hook, the Nth kernel write (1-based) of this session fails with ErrInjected; 0 = never
 	failAt int
 	writes int // kernel writes of this session, across its runs (failAt counts them)
+	// failSave: test hook, saving the state after a run's writes fails with this error
+	failSave error
 }
 
 // Open starts a session in the calling thread's network namespace: it checks (and creates) the run dir and

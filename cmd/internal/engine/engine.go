@@ -236,7 +236,11 @@ func Unconfigured(id string) plan.Desired {
 func (ev *Event) DownOrphan(id string) error {
 	d := Unconfigured(id)
 	keep := slices.ContainsFunc(ev.Cfg.Groups, func(g parser.Group) bool { return g.Iface == d.TUN.Name })
-	res, err := ev.S.Down(d, keep)
+	var claimed []int // a renamed stanza's tables belong to the group that has them now
+	for _, g := range ev.Cfg.Groups {
+		claimed = append(claimed, g.Tables...)
+	}
+	res, err := ev.S.DownExcept(d, keep, claimed)
 	if err != nil {
 		return err
 	}
@@ -301,11 +305,12 @@ func (e *Engine) ApplyGroups(ids []string) error {
 		if err != nil {
 			return err
 		}
-		err = ev.Up(gs, nil)
+		// what no configured group claims goes first: a renamed stanza's old group may hold what the new one
+		// needs (its fakenet route, its tables)
 		if len(ids) == 0 {
-			err = errors.Join(err, ev.RemoveOrphans())
+			err = ev.RemoveOrphans()
 		}
-		return err
+		return errors.Join(err, ev.Up(gs, nil))
 	})
 }
 
