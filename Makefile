@@ -10,7 +10,7 @@ PREFIX ?= /usr
 
 # Debian packages the tests and the demo run against (real tools, no mocks); qemu, cpio and kmod run the
 # kernel tests that need a kernel other than this one (tests/vm/run.sh: Debian's 6.12 for mptcp-transparent)
-TEST_DEBS := iproute2 nftables iperf3 ifupdown systemd networkd-dispatcher dbus mptcpize util-linux procps python3 \
+TEST_DEBS := iproute2 nftables iperf3 ifupdown systemd networkd-dispatcher dbus mptcpize util-linux procps python3 iputils-ping \
 	qemu-system-x86 cpio kmod bpftool \
 	debhelper dpkg-dev lintian fakeroot
 

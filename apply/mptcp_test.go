@@ -3,10 +3,13 @@ package apply
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/linkagg/linkagg-hooks/parser"
 	"github.com/linkagg/linkagg-hooks/plan"
@@ -31,7 +34,13 @@ func mptcpDesired(active ...int) plan.Desired {
 		d.Rules = append(d.Rules, plan.Rule{Family: parser.Inet, Src: netip.PrefixFrom(p.Own, 32), Table: p.Table, Priority: 1001})
 	}
 	if m.Primary >= 0 {
-		d.Rules = append(d.Rules, plan.Rule{Family: parser.Inet, Src: d.VIP, Table: d.Paths[m.Primary].Table, Priority: 1001})
+		d.Rules = append(d.Rules, plan.Rule{Family: parser.Inet, Src: d.VIP, Table: d.Paths[m.Primary].Table, Priority: 1001},
+			plan.Rule{Family: parser.Inet, Dst: netip.MustParsePrefix("10.99.255.0/24"), Table: d.Paths[m.Primary].Table, Priority: 1002})
+	}
+	for i := range d.Routes {
+		if d.Routes[i].Table != 254 {
+			d.Routes[i].Src = d.VIP.Addr()
+		}
 	}
 	m.Limits = plan.Limits{Subflows: uint32(len(active)), AddAddrAccepted: uint32(len(active))}
 	d.MPTCP = m
@@ -101,9 +110,25 @@ func TestMPTCPApplyDown(t *testing.T) {
 		"rule -4 from 10.99.0.10/32 lookup 10000 pref 1001 proto linkagg",
 		"rule -4 from 10.99.1.10/32 lookup 10001 pref 1001 proto linkagg",
 		"rule -4 from 10.99.255.10/32 lookup 10000 pref 1001 proto linkagg",
+		"rule -4 to 10.99.255.0/24 lookup 10000 pref 1002 proto linkagg",
 	}
 	if !slices.Equal(rules, wantRules) {
 		t.Errorf("rules:\n got %q\nwant %q", rules, wantRules)
+	}
+	// the kernel's own lookups: a socket without a source (ping, unconnected UDP) goes by the primary path
+	// from the VIP, not into the TUN; a subflow from path 2's address stays on path 2
+	for _, c := range []struct{ src, dev, prefsrc string }{{"", "la0", "10.99.255.10"}, {"10.99.1.10", "la1", ""}, {"10.99.255.10", "la0", ""}} {
+		o := &netlink.RouteGetOptions{}
+		if c.src != "" {
+			o.SrcAddr = net.ParseIP(c.src)
+		}
+		rs, err := netlink.RouteGetWithOptions(net.ParseIP("10.99.255.20"), o)
+		e.must(err)
+		l, err := netlink.LinkByName(c.dev)
+		e.must(err)
+		if len(rs) != 1 || rs[0].LinkIndex != l.Attrs().Index || (c.prefsrc != "" && rs[0].Src.String() != c.prefsrc) {
+			t.Errorf("route get 10.99.255.20 from %q: %+v, want dev %s src %s", c.src, rs, c.dev, c.prefsrc)
+		}
 	}
 	st, err := Status(d)
 	e.must(err)

@@ -314,6 +314,7 @@ func removeRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
 
 type ruleKey struct {
 	Src        netip.Prefix // MPTCP modes: `from Src`, no mark
+	Dst        netip.Prefix // mode mptcp: `to Dst`, no mark
 	Mark, Mask uint32
 	Table      int
 	Priority   int
@@ -323,6 +324,9 @@ func keyOfRule(r netlink.Rule) ruleKey {
 	k := ruleKey{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
 	if r.Src != nil {
 		k.Src, _ = ipnetPrefix(r.Src)
+	}
+	if r.Dst != nil {
+		k.Dst, _ = ipnetPrefix(r.Dst)
 	}
 	if r.Mask != nil {
 		k.Mask = *r.Mask
@@ -339,9 +343,12 @@ func ownedRule(r netlink.Rule, tables []int) bool {
 func newRule(fam int, k ruleKey) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = fam
-	if k.Src.IsValid() {
+	switch {
+	case k.Src.IsValid():
 		r.Src = prefixIPNet(k.Src)
-	} else {
+	case k.Dst.IsValid():
+		r.Dst = prefixIPNet(k.Dst)
+	default:
 		r.Mark = k.Mark
 		mask := k.Mask
 		r.Mask = &mask
@@ -365,6 +372,9 @@ func describeRule(fam int, k ruleKey) string {
 	if k.Src.IsValid() {
 		return fmt.Sprintf("rule %s from %s lookup %d pref %d proto linkagg", f, k.Src, k.Table, k.Priority)
 	}
+	if k.Dst.IsValid() {
+		return fmt.Sprintf("rule %s to %s lookup %d pref %d proto linkagg", f, k.Dst, k.Table, k.Priority)
+	}
 	return fmt.Sprintf("rule %s fwmark %#x/%#x lookup %d pref %d proto linkagg", f, k.Mark, k.Mask, k.Table, k.Priority)
 }
 
@@ -376,7 +386,7 @@ func syncRules(t *txn, d plan.Desired, fp Footprint) error {
 		if r.Family != 0 && familyOf(r.Family) != fam {
 			return fmt.Errorf("rule fwmark %#x lookup %d is %s in an %s group", r.Mark, r.Table, r.Family, d.Family)
 		}
-		wants = append(wants, ruleKey{Src: r.Src, Mark: r.Mark, Mask: r.Mask, Table: r.Table, Priority: r.Priority})
+		wants = append(wants, ruleKey{Src: r.Src, Dst: r.Dst, Mark: r.Mark, Mask: r.Mask, Table: r.Table, Priority: r.Priority})
 	}
 	all, err := t.s.listRules(fam)
 	if err != nil {

@@ -122,6 +122,8 @@ func badCases() []badCase {
 		{name: "fwmark-mask zero", files: ifaces(with(8, "    fwmark-mask 0")), pos: "interfaces:8", phrase: "fwmark-mask \"0\": expected a non-zero"},
 		{name: "rule-priority 0", files: ifaces(with(8, "    rule-priority 0")), pos: "interfaces:8", phrase: `rule-priority "0": expected an integer 1..32765`},
 		{name: "rule-priority 32766", files: ifaces(with(8, "    rule-priority 32766")), pos: "interfaces:8", phrase: "expected an integer 1..32765"},
+		{name: "rule-priority 32764 mptcp", files: ifaces(with(8, "    mode mptcp\n    rule-priority 32764")), pos: "interfaces:9", phrase: "rule-priority 32764: expected 1..32763 in mode mptcp"},
+		{name: "rule-priority 32765 hybrid", files: ifaces(with(8, "    rule-priority 32765\n    mode hybrid")), pos: "interfaces:8", phrase: "expected 1..32764 in mode hybrid"},
 
 		// scalars and stanza syntax
 		{name: "mtu too small", files: ifaces(with(8, "    mtu 67")), pos: "interfaces:8", phrase: `mtu "67": expected an integer 68..65535`},

@@ -207,11 +207,11 @@ func TestOptions(t *testing.T) {
     weight 3 2 1
     mode hybrid
     fwmark-mask 0x00ff0000
-    rule-priority 32765
+    rule-priority 32763
     rspec 10.98.255.10:10.0.0.1:10.0.1.1:10.0.2.1 10.98.253.7:10.0.0.7:10.0.1.7:10.0.2.7
 `
 	g := mustParse(t, "interfaces", text)[0]
-	if g.Method != "manual" || g.Mode != ModeHybrid || g.RulePriority != 32765 || g.MarkMask != 0xff0000 {
+	if g.Method != "manual" || g.Mode != ModeHybrid || g.RulePriority != 32763 || g.MarkMask != 0xff0000 {
 		t.Errorf("scalars: %+v", g)
 	}
 	if !reflect.DeepEqual(g.Weights, []int{3, 2, 1}) || len(g.Fakenets) != 3 {

@@ -153,6 +153,11 @@ func validateGroup(g *Group) error {
 	if g.RulePriority < 1 || g.RulePriority > 32765 {
 		return errAt(g.optPos(optPriority), "rule-priority %d: expected 1..32765", g.RulePriority)
 	}
+	// the MPTCP modes add rules at the next priorities (hybrid +1; mptcp +1 and +2), and every one of them
+	// must come before the main table's rule at 32766, or the traffic it routes follows main into the TUN
+	if top := map[Mode]int{ModeHybrid: 32764, ModeMPTCP: 32763}[g.Mode]; top != 0 && g.RulePriority > top {
+		return errAt(g.optPos(optPriority), "rule-priority %d: expected 1..%d in mode %s (its rules take the next priorities, all before main's 32766)", g.RulePriority, top, g.Mode)
+	}
 
 	mp := markPos(g)
 	if len(g.Marks) != n {

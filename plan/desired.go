@@ -86,10 +86,12 @@ type Route struct {
 }
 
 // Rule is one `ip rule fwmark Mark/Mask lookup Table pref Priority proto linkagg`, or with Src valid (MPTCP
-// modes) `ip rule from Src lookup Table ...` and no mark.
+// modes) `ip rule from Src lookup Table ...` and no mark, or with Dst valid (mode mptcp) `ip rule to Dst
+// lookup Table ...` and no mark.
 type Rule struct {
 	Family   parser.Family
 	Src      netip.Prefix
+	Dst      netip.Prefix
 	Mark     uint32
 	Mask     uint32
 	Table    int

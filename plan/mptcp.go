@@ -89,7 +89,11 @@ func buildMPTCP(g parser.Group, d *Desired, active []int, bits int) {
 		d.Rules = append(d.Rules, Rule{Family: g.Family, Src: netip.PrefixFrom(p.Own, bits), Table: p.Table, Priority: srcPrio})
 	}
 	if m.Primary >= 0 {
-		d.Rules = append(d.Rules, Rule{Family: g.Family, Src: d.VIP, Table: d.Paths[m.Primary].Table, Priority: vipPrio})
+		primary := d.Paths[m.Primary].Table
+		d.Rules = append(d.Rules, Rule{Family: g.Family, Src: d.VIP, Table: primary, Priority: vipPrio})
+		if g.Mode == parser.ModeMPTCP {
+			nonTCP(g, d, primary, vipPrio+1)
+		}
 	}
 	n := uint32(len(active))
 	if g.MPTCP.Fullmesh {
@@ -161,4 +165,25 @@ func (t Transparent) String() string {
 		return "(no unit)"
 	}
 	return strings.Join(t.Units, " ")
+}
+
+// nonTCP keeps ICMP, UDP and every socket that does not bind the VIP working in mode mptcp. Only TCP (and
+// connected UDP) looks a route up a second time with the VIP as source and so reaches the `from VIP` rule;
+// an unbound ping or UDP sendto looks up with no source, finds the fakenet route via the TUN in main, and
+// its packets were lost in the TUN. A rule `to FAKENET lookup PRIMARY` one priority after the source rules
+// (the kernel orders rules of one priority by insertion, and a path's rule is re-added when its link comes
+// back: it must not land behind this one, or that path's subflows would take the primary path) sends them by
+// the primary path, and the peer routes of the path tables carry the VIP as preferred source so that such
+// a packet still leaves from the VIP (and a TCP connect's first lookup, which now also lands there, keeps
+// choosing the VIP). Subflows bind their path address, which wins over a preferred source. Mode hybrid
+// needs none of this: its nft chain marks every packet to the fakenets that is not MPTCP.
+func nonTCP(g parser.Group, d *Desired, primary, prio int) {
+	for _, fn := range g.Fakenets {
+		d.Rules = append(d.Rules, Rule{Family: g.Family, Dst: fn.Masked(), Table: primary, Priority: prio})
+	}
+	for i := range d.Routes {
+		if d.Routes[i].Table != MainTable {
+			d.Routes[i].Src = g.VIP
+		}
+	}
 }

@@ -64,8 +64,8 @@ func TestMPTCPInvariants(t *testing.T) {
 	}
 	var srcs []string
 	for _, r := range d.Rules {
-		if r.Mark != 0 || !r.Src.IsValid() {
-			t.Errorf("rule with a mark or without a source: %v", r)
+		if r.Mark != 0 || r.Src.IsValid() == r.Dst.IsValid() {
+			t.Errorf("rule with a mark, or not exactly one of source and destination: %v", r)
 		}
 		srcs = append(srcs, r.String())
 	}
@@ -74,9 +74,18 @@ func TestMPTCPInvariants(t *testing.T) {
 		"from 10.99.1.10/32 lookup 10001 pref 1001 proto 76",
 		"from 10.3.23.10/32 lookup 10003 pref 1001 proto 76",
 		"from 10.99.255.10/32 lookup 10001 pref 1001 proto 76", // weight 3: path 2 is primary
+		// ping, unconnected UDP: by the primary path, after every source rule
+		"to 10.99.255.0/24 lookup 10001 pref 1002 proto 76",
 	}
 	if !slices.Equal(srcs, want) {
 		t.Errorf("rules:\n got %q\nwant %q", srcs, want)
+	}
+	// the path tables' peer routes prefer the VIP as source: an unbound socket's packet sent by the
+	// `to FAKENET` rule leaves from the VIP, not from the primary path's address
+	for _, r := range d.Routes {
+		if r.Table != MainTable && r.Src != d.VIP.Addr() {
+			t.Errorf("route %v: want src %s", r, d.VIP.Addr())
+		}
 	}
 	m := d.MPTCP
 	if m == nil || m.Primary != 1 || len(m.Endpoints) != 3 {
@@ -114,6 +123,11 @@ func TestMPTCPInvariants(t *testing.T) {
 	}
 	if d.Nft == nil || !d.Nft.SkipMPTCP || d.MPTCP == nil || len(d.Rules) != 4+4+1 {
 		t.Fatalf("hybrid: nft %+v mptcp %+v rules %v", d.Nft, d.MPTCP, d.Rules)
+	}
+	for _, r := range d.Rules {
+		if r.Dst.IsValid() {
+			t.Errorf("hybrid: rule %v (its nft chain marks non-MPTCP packets to the fakenets already)", r)
+		}
 	}
 	for _, r := range d.Rules {
 		switch {

@@ -88,6 +88,9 @@ func (r Rule) String() string {
 	if r.Src.IsValid() {
 		return fmt.Sprintf("from %s lookup %d pref %d proto %d", r.Src, r.Table, r.Priority, RouteProtocol)
 	}
+	if r.Dst.IsValid() {
+		return fmt.Sprintf("to %s lookup %d pref %d proto %d", r.Dst, r.Table, r.Priority, RouteProtocol)
+	}
 	return fmt.Sprintf("fwmark %#x/%#x lookup %d pref %d proto %d", r.Mark, r.Mask, r.Table, r.Priority, RouteProtocol)
 }
 

@@ -135,10 +135,15 @@ func TestE2EMPTCP(t *testing.T) {
 		if r["fwmark"] != nil {
 			t.Errorf("fwmark rule in mode mptcp (marks must never split a subflow): %v", r)
 		}
+		if r["dst"] != nil {
+			srcs = append(srcs, fmt.Sprintf("to %v/%v lookup %v", r["dst"], r["dstlen"], r["table"]))
+			continue
+		}
 		srcs = append(srcs, fmt.Sprintf("%v lookup %v", r["src"], r["table"]))
 	}
 	slices.Sort(srcs)
-	if want := []string{"10.97.0.10 lookup 11000", "10.97.1.10 lookup 11001", "10.97.255.10 lookup 11000"}; !slices.Equal(srcs, want) {
+	// the `to FAKENET` rule carries ping and unconnected UDP by the primary path (TestE2ENonTCP)
+	if want := []string{"10.97.0.10 lookup 11000", "10.97.1.10 lookup 11001", "10.97.255.10 lookup 11000", "to 10.97.255.0/24 lookup 11000"}; !slices.Equal(srcs, want) {
 		t.Errorf("per-source rules %q, want %q", srcs, want)
 	}
 	if strings.Contains(l.Kernel("A").Nft, "linkagg") {
@@ -163,8 +168,8 @@ func TestE2EMPTCP(t *testing.T) {
 	if _, ok := endpointsByAddr(l, "A")["10.97.1.10"]; ok {
 		t.Errorf("endpoint of %s still there after its ifdown: %+v", l.Link("A", 1), mpEndpoints(l, "A"))
 	}
-	if rules, _ := l.Kernel("A").Ours(); len(rules) != 2 {
-		t.Errorf("after ifdown %s want 2 rules (path 1 and the VIP), got %v", l.Link("A", 1), rules)
+	if rules, _ := l.Kernel("A").Ours(); len(rules) != 3 {
+		t.Errorf("after ifdown %s want 3 rules (path 1, the VIP, the fakenet), got %v", l.Link("A", 1), rules)
 	}
 	l.MustIfupdown("A", "ifup", l.Link("A", 1))
 	if e, ok := endpointsByAddr(l, "A")["10.97.1.10"]; !ok || e.Dev != l.Link("A", 1) {
