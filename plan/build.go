@@ -63,7 +63,7 @@ func Build(in Input) (Desired, error) {
 		}
 		for _, peer := range g.Peers {
 			gw := peer.Gateways[i]
-			l := linkForGateway(links, gw)
+			l := GatewayLink(links, p.Own, gw)
 			if l == nil {
 				continue // the gateway's subnet is not up yet: added when its link's event re-plans the group
 			}
@@ -127,20 +127,6 @@ func downReason(state string) string {
 		return "passes no traffic: no gateway on it answers probes"
 	}
 	return "counts as down (" + state + ")"
-}
-
-// linkForGateway picks the link whose subnet holds gw, the most specific subnet first.
-func linkForGateway(links []Local, gw netip.Addr) *Local {
-	var best *Local
-	bestBits := -1
-	for i := range links {
-		for _, p := range links[i].Addrs {
-			if p.Contains(gw) && p.Bits() > bestBits && p.Addr() != gw {
-				best, bestBits = &links[i], p.Bits()
-			}
-		}
-	}
-	return best
 }
 
 func maskedAll(ps []netip.Prefix) []netip.Prefix {
