@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
+	"github.com/linkagg/linkagg-hooks/health"
 	"github.com/linkagg/linkagg-hooks/parser"
 )
 
@@ -39,9 +40,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "")
 	help := fs.BoolP("help", "h", false, "")
 	man := fs.Bool("man", false, "")
-	debounce := fs.Duration("debounce", 50*time.Millisecond, "") // watch
-	resync := fs.Duration("resync", 30*time.Second, "")          // watch
-	probeInterval := fs.Duration("probe-interval", 0, "")        // watch
+	debounce := fs.Duration("debounce", health.DefaultDebounce, "")                 // watch
+	resync := fs.Duration("resync", health.DefaultResync, "")                       // watch
+	probeInterval := fs.Duration("probe-interval", health.DefaultProbeInterval, "") // watch
+	probeBudget := fs.Int("probe-budget", health.DefaultProbeBudget, "")            // watch
 	fs.SetInterspersed(true)
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "linkagg: %v (see linkagg --help)\n", err)
@@ -95,11 +97,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitDrift
 		}
 	case "watch":
-		if len(operands) > 0 || *debounce < 0 || *debounce > 100*time.Millisecond || *resync <= 0 || (*probeInterval != 0 && *probeInterval < 50*time.Millisecond) {
-			fmt.Fprintln(stderr, "linkagg: watch takes no operands, --debounce 0..100ms, a positive --resync and --probe-interval 0 (off) or >= 50ms (see linkagg --help)")
+		if len(operands) > 0 || *debounce < 0 || *debounce > 100*time.Millisecond || *resync <= 0 || (*probeInterval != 0 && *probeInterval < 50*time.Millisecond) || *probeBudget < 1 {
+			fmt.Fprintln(stderr, "linkagg: watch takes no operands, --debounce 0..100ms, a positive --resync, --probe-interval 0 (off) or >= 50ms and a positive --probe-budget (see linkagg --help)")
 			return exitUsage
 		}
-		err = watch(e, *debounce, *resync, *probeInterval, stderr)
+		cfg := health.DefaultConfig()
+		cfg.Debounce, cfg.Resync, cfg.ProbeInterval, cfg.ProbeBudget = *debounce, *resync, *probeInterval, *probeBudget
+		err = watch(e, cfg, stderr)
 	default:
 		fmt.Fprintf(stderr, "linkagg: unknown command %q: expected validate, plan, apply, down, status or watch\n", cmd)
 		return exitUsage

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/linkagg/linkagg-hooks/apply"
+	"github.com/linkagg/linkagg-hooks/health"
 	"github.com/linkagg/linkagg-hooks/hooks"
 	"github.com/linkagg/linkagg-hooks/parser"
 	"github.com/linkagg/linkagg-hooks/plan"
@@ -32,7 +33,7 @@ type Engine struct {
 	Apply apply.Options
 	Log   *Logger
 	// UseCarrier plans links without carrier as down (networkd hosts, `linkagg watch`); it is also in force
-	// whenever a watcher runs on RunDir (see WatcherRunning), so every planner agrees with it.
+	// whenever a watcher runs on RunDir (health.WatcherRunning), so every planner agrees with it.
 	UseCarrier bool
 	// Deadline, when set, bounds the whole event: the wait for the lock ends before it.
 	Deadline time.Time
@@ -427,28 +428,10 @@ func (ev *Event) handleMember(in hooks.Intent) error {
 	return ev.Up(running, exclude)
 }
 
-// Health is what the planners count as down: links up without carrier when carrier counts (networkd, a
-// watcher runs), read from links now, and the links a running watcher found passing no traffic.
+// Health is what the planners count as down (package health): links up without carrier when carrier counts
+// (networkd, or a watcher runs), and a live watcher's probe verdicts.
 func (e *Engine) Health(links []plan.Local) plan.Health {
-	h := plan.Health{Links: map[string]plan.Down{}}
-	watched := WatchState(e.Apply.RunDir)
-	if e.UseCarrier || watched != nil || WatcherRunning(e.Apply.RunDir) {
-		for _, l := range links {
-			if l.Up && !l.Carrier {
-				d := plan.Down{State: plan.DownNoCarrier, Since: time.Now()}
-				if w, ok := watched[l.Name]; ok && w.State == plan.DownNoCarrier {
-					d.Since = w.Since
-				}
-				h.Links[l.Name] = d
-			}
-		}
-	}
-	for name, w := range watched {
-		if w.State == plan.DownProbeFailed {
-			h.Links[name] = plan.Down{State: w.State, Since: w.Since}
-		}
-	}
-	return h
+	return health.Current(e.Apply.RunDir, links, e.UseCarrier, time.Now())
 }
 
 // IDs lists group IDs, for messages.
@@ -473,4 +456,14 @@ func conflictPos(g *parser.Group, err error) parser.Pos {
 		}
 	}
 	return g.Pos
+}
+
+// Links is a snapshot of the host's links through a read-only session (no lock), for the watcher.
+func (e *Engine) Links() ([]plan.Local, error) {
+	s, err := apply.OpenReadOnly(e.options())
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Links()
 }

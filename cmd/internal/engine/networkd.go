@@ -1,16 +1,7 @@
 package engine
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/linkagg/linkagg-hooks/hooks"
 	"github.com/linkagg/linkagg-hooks/parser"
@@ -142,97 +133,3 @@ func (e *Engine) Converge() error {
 	})
 }
 
-// watchPIDFile, under RunDir, names the running `linkagg watch`. While it lives, every planner on this host
-// counts carrier (Desired), so an ifupdown hook never puts back a path the watcher took out for lost carrier:
-// without a watcher nothing would put it back when the carrier returns, which is why carrier is otherwise
-// ignored.
-const watchPIDFile = "watch.pid"
-
-// WatcherRunning tells whether a `linkagg watch` holds runDir.
-func WatcherRunning(runDir string) bool {
-	b, err := os.ReadFile(filepath.Join(runDir, watchPIDFile))
-	if err != nil {
-		return false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return false
-	}
-	err = syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// ClaimWatcher records this process as the watcher of RunDir; release removes the record. A second live
-// watcher is refused: two would converge the same groups twice per event.
-func (e *Engine) ClaimWatcher() (release func(), err error) {
-	dir := e.Apply.RunDir
-	if WatcherRunning(dir) {
-		return nil, fmt.Errorf("another linkagg watch is running (%s)", filepath.Join(dir, watchPIDFile))
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	path := filepath.Join(dir, watchPIDFile)
-	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return nil, err
-	}
-	return func() { os.Remove(path) }, nil
-}
-
-// LinkState is what a watcher knows about a member link that is out of the plan, and since when.
-type LinkState struct {
-	State string    `json:"state"` // "no-carrier" or "probe-failed"
-	Since time.Time `json:"since"`
-}
-
-// watchStateFile, under RunDir, holds the member links a watcher sees out: status shows them with their
-// time, and a link whose gateway probe failed is planned as absent by every planner while the watcher lives
-// (its carrier is up, so only the watcher knows).
-const watchStateFile = "watch-state.json"
-
-// WatchState reads the watcher's view; empty when no watcher runs.
-func WatchState(runDir string) map[string]LinkState {
-	if !WatcherRunning(runDir) {
-		return nil
-	}
-	b, err := os.ReadFile(filepath.Join(runDir, watchStateFile))
-	if err != nil {
-		return nil
-	}
-	var m map[string]LinkState
-	if json.Unmarshal(b, &m) != nil {
-		return nil
-	}
-	return m
-}
-
-// SaveWatchState writes the watcher's view atomically; an empty one removes the file.
-func SaveWatchState(runDir string, m map[string]LinkState) error {
-	path := filepath.Join(runDir, watchStateFile)
-	if len(m) == 0 {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(path+".tmp", append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
-}
-
-// ProbeFailed lists the links a running watcher found passing no traffic.
-func ProbeFailed(runDir string) []string {
-	var out []string
-	for name, st := range WatchState(runDir) {
-		if st.State == "probe-failed" {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
