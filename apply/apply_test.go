@@ -542,6 +542,17 @@ func TestPacketsStriped(t *testing.T) {
 	if got < N-5 {
 		t.Errorf("B received %d of %d", got, N)
 	}
+	// our mark chains counted exactly what they marked: numgen alternates, so warm-up and test datagrams
+	// split evenly, and the counters survive a no-op apply (no table replacement)
+	_, err = Apply(group("a", 0, 1), e.opts())
+	e.must(err)
+	ctr, err := PathCounters(group("a", 0, 1))
+	e.must(err)
+	p0, p1 := ctr[0x10000000], ctr[0x11000000]
+	t.Logf("mark chain counters: %+v %+v", p0, p1)
+	if p0.Packets+p1.Packets != N+4 || p0.Packets != (N+4)/2 || p0.Bytes < p0.Packets*28 || p1.Bytes < p1.Packets*28 {
+		t.Errorf("mark chain counters %+v %+v, want %d packets each with their bytes", p0, p1, (N+4)/2)
+	}
 	obs := e.nft("list", "table", "inet", "obs")
 	var c0, c1 int
 	for _, line := range strings.Split(obs, "\n") {

@@ -94,9 +94,60 @@ func nftConverged(c *nftables.Conn, tab *nftables.Table, n *plan.Nft, tag string
 			if got, _ := userdata.GetString(r.UserData, userdata.TypeComment); got != tag {
 				return false, nil
 			}
+			if ch.Name != RouteChain && !slices.ContainsFunc(r.Exprs, isCounter) {
+				return false, nil // a table made before mark chains counted: replaced once
+			}
 		}
 	}
 	return seen == len(want), nil
+}
+
+func isCounter(e expr.Any) bool { _, ok := e.(*expr.Counter); return ok }
+
+// Counter is what one path's mark chain has counted since our table was last made (every change of the
+// sequence replaces the table, and the counters start again from zero).
+type Counter struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// PathCounters reads the counter of every mark chain in the group's table, by mark. A group without a
+// table (mode mptcp, no path active, not applied) gives an empty map. Read only.
+func PathCounters(d plan.Desired) (map[uint32]Counter, error) {
+	c, err := nftConn()
+	if err != nil {
+		return nil, err
+	}
+	tab, err := findTable(c, nftFamily(d.Family), nftTableName(d))
+	if err != nil || tab == nil {
+		return map[uint32]Counter{}, err
+	}
+	chains, err := c.ListChainsOfTableFamily(tab.Family)
+	if err != nil {
+		return nil, fmt.Errorf("listing nft chains: %w", err)
+	}
+	out := map[uint32]Counter{}
+	for _, ch := range chains {
+		var mark uint32
+		if ch.Table == nil || ch.Table.Name != tab.Name {
+			continue
+		}
+		if _, err := fmt.Sscanf(ch.Name, "mark_%08x", &mark); err != nil || MarkChain(mark) != ch.Name {
+			continue
+		}
+		rules, err := c.GetRules(tab, ch)
+		if err != nil {
+			return nil, fmt.Errorf("listing nft rules of %s: %w", ch.Name, err)
+		}
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if x, ok := e.(*expr.Counter); ok {
+					out[mark] = Counter{Packets: out[mark].Packets + x.Packets, Bytes: out[mark].Bytes + x.Bytes}
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 func be(a netip.Addr) []byte { return a.AsSlice() }
@@ -125,6 +176,8 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 		}
 		ch := c.AddChain(&nftables.Chain{Name: MarkChain(m), Table: tab})
 		c.AddRule(&nftables.Rule{Table: tab, Chain: ch, UserData: ud, Exprs: []expr.Any{
+			// what this path was sent: read back by PathCounters for `linkagg status`
+			&expr.Counter{},
 			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 				Mask: binaryutil.NativeEndian.PutUint32(^n.Mask), Xor: binaryutil.NativeEndian.PutUint32(m)},

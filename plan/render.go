@@ -112,7 +112,7 @@ func (n *Nft) Script() []string {
 	}
 	out := []string{fmt.Sprintf("nft -f - <<'EOF'"), fmt.Sprintf("table %s %s {", fam, n.Table)}
 	for _, m := range marks {
-		out = append(out, fmt.Sprintf("  chain %s { meta mark set meta mark & %#08x ^ %#08x; }", ChainName(m), ^n.Mask, m))
+		out = append(out, fmt.Sprintf("  chain %s { counter meta mark set meta mark & %#08x ^ %#08x; }", ChainName(m), ^n.Mask, m))
 	}
 	var elems []string
 	for i, m := range n.Sequence {
