@@ -546,7 +546,10 @@ func TestPacketsStriped(t *testing.T) {
 	// split evenly, and the counters survive a no-op apply (no table replacement)
 	_, err = Apply(group("a", 0, 1), e.opts())
 	e.must(err)
-	ctr, err := PathCounters(group("a", 0, 1))
+	rs, err := OpenReadOnly(Options{})
+	e.must(err)
+	ctr, err := rs.PathCounters(group("a", 0, 1))
+	rs.Close()
 	e.must(err)
 	p0, p1 := ctr[0x10000000], ctr[0x11000000]
 	t.Logf("mark chain counters: %+v %+v", p0, p1)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
@@ -447,18 +448,42 @@ func (s *Session) mptcpStatus(d plan.Desired, fp Footprint) (*MPTCPStatus, error
 	return st, nil
 }
 
+// SubflowStats is what the established TCP sockets of one path (MPTCP subflows) sent and received, summed
+// over the sockets open now (a socket that closed takes its bytes with it).
+type SubflowStats struct {
+	Subflows      int    `json:"count"`
+	BytesSent     uint64 `json:"bytes_sent"`
+	BytesReceived uint64 `json:"bytes_received"`
+}
+
 func (s *Session) countSubflows(d plan.Desired) map[int]int {
+	out := map[int]int{}
+	for i, sf := range s.Subflows(d) {
+		out[i] = sf.Subflows
+	}
+	return out
+}
+
+// Subflows reads, per path index, the established TCP sockets to a peer VIP leaving from that path's
+// address, plus those from the VIP on the MPTCP primary path, with their tcp_info byte counters. Read only;
+// an error of the socket dump gives an empty map.
+func (s *Session) Subflows(d plan.Desired) map[int]SubflowStats {
 	fam := uint8(unix.AF_INET)
 	if d.Family == parser.Inet6 {
 		fam = unix.AF_INET6
 	}
-	socks, err := s.nl.SocketDiagTCP(fam)
-	if err != nil {
-		return nil
+	socks, err := s.nl.SocketDiagTCPInfo(fam)
+	if err != nil && !errors.Is(err, vnl.ErrDumpInterrupted) {
+		return map[int]SubflowStats{}
 	}
-	out := map[int]int{}
-	for _, sk := range socks {
-		if sk.State != 1 { // TCP_ESTABLISHED
+	primary := -1
+	if d.MPTCP != nil {
+		primary = d.MPTCP.Primary
+	}
+	out := map[int]SubflowStats{}
+	for _, r := range socks {
+		sk := r.InetDiagMsg
+		if sk == nil || sk.State != 1 { // TCP_ESTABLISHED
 			continue
 		}
 		src, _ := netip.AddrFromSlice(sk.ID.Source)
@@ -468,8 +493,14 @@ func (s *Session) countSubflows(d plan.Desired) map[int]int {
 			continue // not to a peer VIP
 		}
 		for _, p := range d.Paths {
-			if p.Own == src || (src == d.VIP.Addr() && p.Index == d.MPTCP.Primary) {
-				out[p.Index]++
+			if p.Own == src || (src == d.VIP.Addr() && p.Index == primary) {
+				sf := out[p.Index]
+				sf.Subflows++
+				if r.TCPInfo != nil {
+					sf.BytesSent += r.TCPInfo.Bytes_sent
+					sf.BytesReceived += r.TCPInfo.Bytes_received
+				}
+				out[p.Index] = sf
 			}
 		}
 	}

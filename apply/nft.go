@@ -113,8 +113,8 @@ type Counter struct {
 
 // PathCounters reads the counter of every mark chain in the group's table, by mark. A group without a
 // table (mode mptcp, no path active, not applied) gives an empty map. Read only.
-func PathCounters(d plan.Desired) (map[uint32]Counter, error) {
-	c, err := nftConn()
+func (s *Session) PathCounters(d plan.Desired) (map[uint32]Counter, error) {
+	c, err := s.nft()
 	if err != nil {
 		return nil, err
 	}
