@@ -63,6 +63,8 @@ type Runner struct {
 	Stop        <-chan struct{}
 	Infof       func(format string, a ...any)
 	Errorf      func(format string, a ...any)
+
+	sampleErr string
 }
 
 // Run loops until Stop is closed (nil error) or the link source fails.
@@ -184,9 +186,13 @@ func (r *Runner) log(evs []Event) {
 func (r *Runner) sample(now time.Time) {
 	s, err := r.Sample()
 	if err != nil {
-		r.Errorf("reading path counters: %v", err)
+		if err.Error() != r.sampleErr { // once per distinct error, not every second
+			r.Errorf("reading path counters: %v", err)
+		}
+		r.sampleErr = err.Error()
 		return
 	}
+	r.sampleErr = ""
 	for _, f := range r.Drift.Observe(now, s) {
 		if f.Cleared {
 			r.Infof("%s path %d: share back near its weight (%.2f of the bytes, weight share %.2f)", f.Group, f.Path, f.Share, f.WeightShare)
