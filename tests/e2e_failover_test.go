@@ -130,11 +130,8 @@ func TestE2EFailoverIfupdown(t *testing.T) {
 	// status shows a carrier-less path; take it down without a flow and read it
 	l.In("B", "ip", "link", "set", l.Link("B", 1), "down")
 	l.Eventually(3*time.Second, "path 2 did not leave the map", func() bool { return l.mapLen("A") == 1 })
-	st, _ := exec.Command("ip", "netns", "exec", l.NS("A"), filepath.Join(binDir, "linkagg"),
-		"--interfaces", filepath.Join(l.Etc("A"), "interfaces"), "--confdir", filepath.Join(l.Etc("A"), "no-toml"),
-		"--run-dir", filepath.Join(l.Etc("A"), "run-linkagg"), "status").CombinedOutput()
-	if !strings.Contains(string(st), l.Link("A", 1)+": no-carrier") || !strings.Contains(string(st), "state: converged") {
-		t.Errorf("status should show path 2 no-carrier and the group converged:\n%s", st)
+	if st := l.Status("A"); st.path(2).State != "no-carrier" || st.path(2).Since == nil || st.path(2).Link != l.Link("A", 1) || !st.Groups[0].Converged {
+		t.Errorf("status should show path 2 no-carrier with its time and the group converged:\n%s", st.raw)
 	}
 	l.In("B", "ip", "link", "set", l.Link("B", 1), "up")
 	l.Eventually(5*time.Second, "path 2 did not rejoin", func() bool { return l.mapLen("A") == 5 })
@@ -245,9 +242,8 @@ func TestE2EFailoverProbe(t *testing.T) {
 	l.In("B", "nft", "add table ip fotest { chain in { type filter hook input priority 0; iifname "+l.Link("B", 1)+" drop; }; }")
 	took := l.Eventually(3*time.Second, "path 2 did not leave the map when its gateway stopped answering", func() bool { return l.mapLen("A") == 1 })
 	t.Logf("traffic dropped -> path out of the map: %s (probe every 100 ms, out after 3 misses)", took.Round(time.Millisecond))
-	st, _ := exec.Command("ip", append(append([]string{"netns", "exec", l.NS("A"), filepath.Join(binDir, "linkagg")}, l.linkaggArgs("A")...), "status")...).CombinedOutput()
-	if !strings.Contains(string(st), l.Link("A", 1)+": probe-failed since") {
-		t.Errorf("status should show path 2 probe-failed with its time:\n%s", st)
+	if st := l.Status("A"); st.path(2).State != "probe-failed" || st.path(2).Since == nil || len(st.path(2).Gateways.Down) != 1 {
+		t.Errorf("status should show path 2 probe-failed with its time and its silent gateway:\n%s", st.raw)
 	}
 	time.Sleep(time.Second)
 	l.In("B", "nft", "delete table ip fotest")

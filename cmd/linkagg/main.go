@@ -43,7 +43,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	debounce := fs.Duration("debounce", health.DefaultDebounce, "")                 // watch
 	resync := fs.Duration("resync", health.DefaultResync, "")                       // watch
 	probeInterval := fs.Duration("probe-interval", health.DefaultProbeInterval, "") // watch
-	probeBudget := fs.Int("probe-budget", health.DefaultProbeBudget, "")            // watch
+	probeBudget := fs.Int("probe-budget", health.DefaultProbeBudget, "")
+	jsonOut := fs.Bool("json", false, "")          // status
+	prometheus := fs.Bool("prometheus", false, "") // status
+	watchEvery := fs.String("watch", "", "")       // status: --watch [INTERVAL]
+	fs.Lookup("watch").NoOptDefVal = "1s"          // watch
 	fs.SetInterspersed(true)
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "linkagg: %v (see linkagg --help)\n", err)
@@ -91,8 +95,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "down":
 		err = e.DownGroups(operands)
 	case "status":
+		out := statusOutput{json: *jsonOut, prometheus: *prometheus}
+		if fs.Changed("watch") {
+			every := *watchEvery
+			// `--watch 2s`: pflag leaves the interval as the first operand
+			if len(operands) > 0 && every == "1s" {
+				if _, perr := time.ParseDuration(operands[0]); perr == nil {
+					every, operands = operands[0], operands[1:]
+				}
+			}
+			d, perr := time.ParseDuration(every)
+			if perr != nil || d < 100*time.Millisecond {
+				fmt.Fprintf(stderr, "linkagg: status --watch takes an interval of at least 100ms, not %q (see linkagg --help)\n", every)
+				return exitUsage
+			}
+			out.watch = d
+		}
+		if b2i(out.json)+b2i(out.prometheus)+b2i(out.watch > 0) > 1 {
+			fmt.Fprintln(stderr, "linkagg: status takes one of --json, --prometheus, --watch (see linkagg --help)")
+			return exitUsage
+		}
 		var drift bool
-		drift, err = status(e, operands, stdout)
+		drift, err = statusCmd(e, operands, out, stdout)
 		if err == nil && drift {
 			return exitDrift
 		}
@@ -181,4 +205,11 @@ func planCmd(e *engine.Engine, ids []string, stdout io.Writer) error {
 		}
 		return nil
 	})
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

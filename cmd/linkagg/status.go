@@ -3,67 +3,97 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
-	"github.com/linkagg/linkagg-hooks/parser"
-	"github.com/linkagg/linkagg-hooks/plan"
+	"github.com/linkagg/linkagg-hooks/cmd/internal/status"
+	"github.com/linkagg/linkagg-hooks/health"
 )
 
-// status prints, per group, its paths as planned now and the kernel objects present against the plan.
-// drift is true when a running group's kernel state differs from its plan.
-func status(e *engine.Engine, ids []string, w io.Writer) (drift bool, err error) {
-	err = withGroups(e, ids, func(ev *engine.Event, gs []*parser.Group) error {
-		for _, g := range gs {
-			d, err := ev.Desired(g, nil)
-			if err != nil {
-				return fmt.Errorf("%s: %w", g.ID(), err)
-			}
-			if !ev.Running(g) {
-				fmt.Fprintf(w, "%s: down (%s is not up)\n", g.ID(), g.Iface)
-				continue
-			}
-			r, err := ev.S.Status(d)
-			if err != nil {
-				return fmt.Errorf("%s: %w", g.ID(), err)
-			}
-			fmt.Fprint(w, r.String())
-			links := ev.Links
-			for _, p := range d.Paths {
-				l := plan.Holder(links, p.Own)
-				switch {
-				case p.State == plan.PathNoCarrier || p.State == plan.PathProbeFailed:
-					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s on %s: %s since %s (%s)\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev, p.State, p.Since.Format(time.RFC3339), p.Reason)
-				case p.Active() && l != nil && !l.Carrier:
-					// without a watcher on an ifupdown host nothing counts carrier: the path stays in the sequence
-					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s on %s: no-carrier (still active: no watcher counts carrier)\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, l.Name)
-				case p.Active():
-					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s on %s: up\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev)
-				default:
-					fmt.Fprintf(w, "  path %d  table %d  weight %d  mark %#x  %s: pending (%s)\n", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Reason)
-				}
-			}
-			if r.Converged {
-				fmt.Fprintf(w, "  state: converged\n")
-			} else {
-				fmt.Fprintf(w, "  state: DRIFT (%d differences; linkagg apply %s converges)\n", len(r.Drift), g.Iface)
-				drift = true
-			}
+// statusOutput is how `linkagg status` prints.
+type statusOutput struct {
+	json, prometheus bool
+	watch            time.Duration // > 0: redraw every watch until SIGINT/SIGTERM
+}
+
+// statusCmd prints the groups' status once; drift is true when a running group's kernel state differs from
+// its plan (exit status 4).
+func statusCmd(e *engine.Engine, ids []string, out statusOutput, stdout io.Writer) (drift bool, err error) {
+	if out.watch > 0 {
+		return false, watchStatus(e, ids, out.watch, stdout)
+	}
+	r, err := status.Gather(e, ids, time.Now())
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case out.json:
+		err = status.JSON(stdout, r)
+	case out.prometheus:
+		status.Prometheus(stdout, r)
+	default:
+		status.Text(stdout, r)
+	}
+	return r.Drifting(), err
+}
+
+// watchStatus redraws per-path rates every interval, like bmon or ifstat, until Ctrl-C (SIGINT) or SIGTERM
+// ends it with exit status 0. It flags a path whose share stays far from its weight, as the watcher does.
+func watchStatus(e *engine.Engine, ids []string, interval time.Duration, stdout io.Writer) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	tty := isTerminal(stdout)
+	clear := func() {
+		if tty {
+			fmt.Fprint(stdout, "\033[H\033[2J")
+		} else {
+			fmt.Fprintln(stdout)
 		}
-		if len(ids) == 0 {
-			o, err := ev.Orphans()
-			if err != nil {
-				return err
+	}
+	drift := health.NewDrift()
+	prev, err := status.Gather(e, ids, time.Now())
+	if err != nil {
+		return err
+	}
+	drift.Observe(prev.Time, status.Samples(prev))
+	clear()
+	status.Frame(stdout, prev, prev, interval, nil)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-sigs:
+			if tty {
+				fmt.Fprintln(stdout)
 			}
-			if !o.Empty() {
-				fmt.Fprintf(w, "not configured, but linkagg's (linkagg apply removes them):\n")
-				for _, l := range o.Lines {
-					fmt.Fprintf(w, "  %s\n", l)
-				}
-				drift = true
-			}
+			return nil
+		case <-tick.C:
 		}
-		return nil
-	})
-	return drift, err
+		cur, err := status.Gather(e, ids, time.Now())
+		if err != nil {
+			// a configuration being edited, a group going down: say so and keep watching
+			clear()
+			fmt.Fprintf(stdout, "linkagg status --watch %s: %v\n", interval, err)
+			continue
+		}
+		drift.Observe(cur.Time, status.Samples(cur))
+		clear()
+		status.Frame(stdout, prev, cur, interval, drift.Flags())
+		prev = cur
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -6,10 +6,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
+	"github.com/linkagg/linkagg-hooks/cmd/internal/status"
 	"github.com/linkagg/linkagg-hooks/health"
 	"github.com/linkagg/linkagg-hooks/parser"
 )
@@ -41,7 +43,9 @@ func watch(e *engine.Engine, cfg health.Config, stderr io.Writer) error {
 			return c.Groups, nil
 		},
 		Converge: func(string) error { return e.Converge() },
-		Infof:    e.Log.Infof, Errorf: e.Log.Errorf}
+		// the share drift check: a path far from its weight for a few seconds is logged once
+		Sample: func() ([]health.PathSample, error) { return status.Sample(e) }, SampleEvery: time.Second, Drift: health.NewDrift(),
+		Infof: e.Log.Infof, Errorf: e.Log.Errorf}
 	probes := "off (--probe-interval 0)"
 	if cfg.ProbeInterval > 0 {
 		p := health.NewICMP()

@@ -132,4 +132,3 @@ func (e *Engine) Converge() error {
 		return err
 	})
 }
-
