@@ -33,7 +33,7 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 unit:
-	$(GO) test -count=1 ./parser/ ./plan/ ./hooks/ ./cmd/...
+	$(GO) test -count=1 ./parser/ ./plan/ ./hooks/ ./health/ ./cmd/...
 
 kernel:
 	$(GO) test -count=1 -p 1 ./apply/
