@@ -205,6 +205,23 @@ func TestE2EStatus(t *testing.T) {
 	l.In("A", "ip", "link", "set", l.Link("A", 1), "up")
 	l.Eventually(5*time.Second, "path 2 did not rejoin under its own name", func() bool { return l.mapLen("A") == 5 })
 
+	// the far end of link 2 flaps 20 times in 2 s: the watcher keeps up, and once the link stays up the
+	// path is back, converged, its gateway answering
+	for i := range 20 {
+		state := map[bool]string{true: "down", false: "up"}[i%2 == 0]
+		l.In("B", "ip", "link", "set", l.Link("B", 1), state)
+		time.Sleep(time.Duration(50+i%3*50) * time.Millisecond)
+	}
+	l.In("B", "ip", "link", "set", l.Link("B", 1), "up")
+	l.Eventually(5*time.Second, "path 2 did not settle back after the flapping", func() bool {
+		st := l.Status("A")
+		p := st.path(2)
+		return l.mapLen("A") == 5 && st.Groups[0].Converged && p.State == "up" && p.Gateways.Probed == 1 && len(p.Gateways.Down) == 0
+	})
+	if w.ProcessState != nil {
+		t.Fatalf("the watcher died during the flapping: %v", w.ProcessState)
+	}
+
 	// the watcher killed: its files stay, but status and the planners ignore them
 	must(t, w.Process.Signal(syscall.SIGKILL))
 	w.Wait()
