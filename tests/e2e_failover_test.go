@@ -245,6 +245,7 @@ func TestE2EFailoverProbe(t *testing.T) {
 	if st := l.Status("A"); st.path(2).State != "probe-failed" || st.path(2).Since == nil || len(st.path(2).Gateways.Down) != 1 {
 		t.Errorf("status should show path 2 probe-failed with its time and its silent gateway:\n%s", st.raw)
 	}
+	t.Logf("status:\n%s", l.linkagg("A", "status"))
 	time.Sleep(time.Second)
 	l.In("B", "nft", "delete table ip fotest")
 	l.Eventually(3*time.Second, "path 2 did not rejoin when its gateway answered again", func() bool { return l.mapLen("A") == 5 })

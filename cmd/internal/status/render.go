@@ -224,9 +224,15 @@ func Frame(w io.Writer, prev, cur Report, interval time.Duration, drift []health
 			if p.Since != nil {
 				st += " " + ago(cur.Time.Sub(*p.Since))
 			}
+			if dt <= 0 { // the first screen: no interval yet
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%.2f\t-\t-\t-\t-\t-\t-\t\n", p.Path, dash(p.Link), st, p.WeightShare)
+				continue
+			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%.2f\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", p.Path, dash(p.Link), st, p.WeightShare, sh, mbit(rates[i]), pkts, tx, rx, ed)
 		}
-		fmt.Fprintf(tw, "\ttotal\t\t\t\t%s\t%.0f\t\t\t\t\n", mbit(total), totalPkts)
+		if dt > 0 {
+			fmt.Fprintf(tw, "\ttotal\t\t\t\t%s\t%.0f\t\t\t\t\n", mbit(total), totalPkts)
+		}
 		tw.Flush()
 	}
 	fmt.Fprintln(w)

@@ -154,6 +154,11 @@ func TestFrame(t *testing.T) {
 	(*p)[1].Bytes = 12_500_000 // restarted from 0
 	(*p)[1].State, (*p)[1].Since = "up", nil
 	var b bytes.Buffer
+	Frame(&b, prev, prev, time.Second, nil)
+	if strings.Contains(b.String(), "total") || strings.Contains(b.String(), "0.0") {
+		t.Errorf("the first screen has no interval, so no rates:\n%s", b.String())
+	}
+	b.Reset()
 	Frame(&b, prev, cur, time.Second, []health.Flag{{Group: "tun0", Path: 2}})
 	golden(t, "frame.txt", b.Bytes())
 	out := b.String()
