@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/linkagg/linkagg-hooks/internal/rundir"
 	"github.com/linkagg/linkagg-hooks/plan"
 )
 
@@ -99,8 +100,13 @@ func Load(runDir string) (f File, ok bool) {
 	if !WatcherRunning(runDir) {
 		return File{}, false
 	}
-	b, err := os.ReadFile(filepath.Join(runDir, HealthFile))
-	if err != nil || json.Unmarshal(b, &f) != nil {
+	d, err := rundir.OpenExisting(runDir)
+	if err != nil {
+		return File{}, false
+	}
+	defer d.Close()
+	b, err := d.Read(HealthFile)
+	if err != nil || b == nil || json.Unmarshal(b, &f) != nil {
 		return File{}, false
 	}
 	return f, true
@@ -147,8 +153,13 @@ func Current(runDir string, links []plan.Local, countCarrier bool, now time.Time
 // WatcherRunning tells whether a `linkagg watch` holds runDir: watch.pid names a live process called
 // linkagg (a pid reused by another program after the watcher was killed does not count).
 func WatcherRunning(runDir string) bool {
-	b, err := os.ReadFile(filepath.Join(runDir, PIDFile))
+	d, err := rundir.OpenExisting(runDir)
 	if err != nil {
+		return false
+	}
+	defer d.Close()
+	b, err := d.Read(PIDFile)
+	if err != nil || b == nil {
 		return false
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
@@ -165,38 +176,34 @@ func WatcherRunning(runDir string) bool {
 // watcherComm is the process name of a watcher (tests set their own).
 var watcherComm = "linkagg"
 
-// Claim records this process as the watcher of runDir; release removes its files. A second live watcher is
-// refused: two would converge the same groups twice per event.
+// Claim records this process as the watcher of runDir (created 0700 when missing, see internal/rundir);
+// release removes its files. A second live watcher is refused: two would converge the same groups twice
+// per event.
 func Claim(runDir string) (release func(), err error) {
 	if WatcherRunning(runDir) {
 		return nil, fmt.Errorf("another linkagg watch is running (%s)", filepath.Join(runDir, PIDFile))
 	}
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
+	d, err := rundir.Open(runDir)
+	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(runDir, PIDFile)
-	if err := writeAtomic(path, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+	if err := d.Write(PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+		d.Close()
 		return nil, err
 	}
 	return func() {
-		os.Remove(filepath.Join(runDir, HealthFile))
-		os.Remove(path)
+		d.Remove(HealthFile)
+		d.Remove(PIDFile)
+		d.Close()
 	}, nil
 }
 
-// Save writes health.json.
+// Save writes health.json atomically through the run dir (no symlink followed).
 func Save(runDir string, f File) error {
-	b, err := json.MarshalIndent(f, "", "  ")
+	d, err := rundir.Open(runDir)
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(runDir, HealthFile), append(b, '\n'))
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	defer d.Close()
+	return d.WriteJSON(HealthFile, f)
 }
