@@ -163,14 +163,7 @@ func (ev *Event) Desired(g *parser.Group, exclude []string) (plan.Desired, error
 
 // Running tells whether g's TUN is up in the event's snapshot: a group whose TUN is down or gone was
 // stopped by ifupdown, networkd or the admin, and only its own event brings it back.
-func (ev *Event) Running(g *parser.Group) bool {
-	for _, l := range ev.Links {
-		if l.Name == g.Iface {
-			return l.Up
-		}
-	}
-	return false
-}
+func (ev *Event) Running(g *parser.Group) bool { return plan.Running(ev.Links, g.Iface) }
 
 // RunningGroups are the configured groups whose TUN is up.
 func (ev *Event) RunningGroups() []*parser.Group {
