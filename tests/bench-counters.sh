@@ -31,7 +31,13 @@ flow() { # CC PORT -> Mbit/s received
   wait $s 2>/dev/null || true
 }
 
-with_counters() { for h in A B; do lk $h apply >/dev/null; done; }
+with_counters() {
+  # the table of the 'without' run carries no tags of ours, so apply would refuse it as foreign: drop it
+  for h in A B; do
+    ip netns exec ${P}$h nft list table ip linkagg_tun0 2>/dev/null | grep -q 'comment "linkagg:' || ip netns exec ${P}$h nft delete table ip linkagg_tun0 2>/dev/null || true
+    lk $h apply >/dev/null
+  done
+}
 without_counters() {
   for h in A B; do
     ip netns exec ${P}$h nft delete table ip linkagg_tun0

@@ -83,6 +83,7 @@ func (l *Lab) Status(h string) statusDoc {
 // the counters. Then it tries to break it: status while apply runs in a loop, a member NIC renamed, the
 // watcher killed.
 func TestE2EStatus(t *testing.T) {
+	start := time.Now()
 	l := NewLab(t, "st", 300, 200)
 	foIfupdown(t, l, 89)
 	w := startWatch(t, l, "A")
@@ -221,6 +222,7 @@ func TestE2EStatus(t *testing.T) {
 	if w.ProcessState != nil {
 		t.Fatalf("the watcher died during the flapping: %v", w.ProcessState)
 	}
+	t.Logf("flapping done at %s", time.Since(start).Round(time.Millisecond))
 
 	// the watcher killed: its files stay, but status and the planners ignore them
 	must(t, w.Process.Signal(syscall.SIGKILL))
