@@ -50,7 +50,7 @@ has_counters() { ip netns exec ${P}A nft list table ip linkagg_tun0 | grep -c 'c
 echo "== counter overhead: one flow, with and without the mark chains' counters, $REPEAT runs of ${SECS}s each, alternating, median"
 for setup in $SETUPS; do
   rates=${setup//,/ }
-  NET=91 "$lab/twohost.sh" up $P "$rates" >/dev/null
+  NET=91 "$lab/twohost.sh" up $P "$rates" >/dev/null 2>&1   # (htb warns about its quantum at 10 Gbit/s)
   for h in A B; do
     n=$([ $h = A ] && echo 10 || echo 20)
     mkdir -p "$work/conf$h" && chmod 755 "$work/conf$h"
