@@ -60,7 +60,8 @@ func run() int {
 	for _, d := range []string{"proc", "sys", "dev"} {
 		must("move "+d, unix.Mount("/"+d, "/newroot/"+d, "", unix.MS_MOVE, ""))
 	}
-	mount("tmpfs", "/newroot/tmp", "tmpfs", 0, "mode=1777")
+	// no tmpfs over /tmp: the overlay already makes it writable, and a checkout under the machine's /tmp
+	// (CI clones there) must stay visible to the script
 	mount("tmpfs", "/newroot/run", "tmpfs", 0, "mode=0755")
 	mount("cgroup2", "/newroot/sys/fs/cgroup", "cgroup2", 0, "")
 	mount("bpf", "/newroot/sys/fs/bpf", "bpf", 0, "mode=0700")
