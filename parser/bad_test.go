@@ -2,9 +2,13 @@ package parser
 
 import (
 	"errors"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -56,9 +60,13 @@ type badCase struct {
 	name   string
 	files  map[string]string // under a temp dir: "interfaces", "interfaces.d/x", "linkagg/x.toml"
 	modes  map[string]os.FileMode
-	perms  bool   // LoadOptions.CheckPerms
-	pos    string // expected position, file relative to the temp dir
-	phrase string // expected part of the message
+	owners map[string]int    // chown to this uid (needs root)
+	links  map[string]string // symlink name -> target (relative to the temp dir unless absolute)
+	fifos  []string          // named pipes to make
+	socks  []string          // unix sockets to make
+	perms  bool              // LoadOptions.CheckPerms
+	pos    string            // expected position, file relative to the temp dir
+	phrase string            // expected part of the message
 }
 
 func ifaces(s string) map[string]string { return map[string]string{"interfaces": s} }
@@ -173,6 +181,25 @@ func badCases() []badCase {
 		{name: "group-writable TOML", files: tomls(baseTOML), modes: map[string]os.FileMode{"linkagg/a.toml": 0o664}, perms: true, pos: "linkagg/a.toml", phrase: "(mode 0664): refusing"},
 		{name: "group-writable TOML dir", files: tomls(baseTOML), modes: map[string]os.FileMode{"linkagg": 0o775}, perms: true, pos: "linkagg", phrase: "directory "},
 		{name: "writable sourced file", files: map[string]string{"interfaces": "source interfaces.d/*\n", "interfaces.d/x": base}, modes: map[string]os.FileMode{"interfaces.d/x": 0o646}, perms: true, pos: "interfaces.d/x", phrase: "writable by group/others (mode 0646)"},
+
+		// owners: root acts on these files, so nobody but root (or the user running linkagg) may own them
+		{name: "interfaces of another user", files: ifaces(base), owners: map[string]int{"interfaces": 4321}, perms: true, pos: "interfaces", phrase: "file interfaces is owned by uid 4321: expected root"},
+		{name: "TOML of another user", files: tomls(baseTOML), owners: map[string]int{"linkagg/a.toml": 4321}, perms: true, pos: "linkagg/a.toml", phrase: "is owned by uid 4321: expected root"},
+		{name: "TOML dir of another user", files: tomls(baseTOML), owners: map[string]int{"linkagg": 4321}, perms: true, pos: "linkagg", phrase: "directory linkagg is owned by uid 4321: expected root"},
+		{name: "sourced file of another user", files: map[string]string{"interfaces": "source interfaces.d/*\n", "interfaces.d/x": base}, owners: map[string]int{"interfaces.d/x": 4321}, perms: true, pos: "interfaces.d/x", phrase: "is owned by uid 4321"},
+		{name: "source-directory of another user", files: map[string]string{"interfaces": "source-directory interfaces.d\n", "interfaces.d/x": base}, owners: map[string]int{"interfaces.d": 4321}, perms: true, pos: "interfaces.d", phrase: "directory interfaces.d is owned by uid 4321"},
+		{name: "symlink to a file of another user", files: map[string]string{"real/interfaces": base}, links: map[string]string{"interfaces": "real/interfaces"}, owners: map[string]int{"real/interfaces": 4321}, perms: true, pos: "interfaces", phrase: "file interfaces (symlink to real/interfaces) is owned by uid 4321: expected root"},
+		{name: "symlink to a writable file", files: map[string]string{"real/a.toml": baseTOML}, links: map[string]string{"linkagg/a.toml": "../real/a.toml"}, modes: map[string]os.FileMode{"real/a.toml": 0o666}, perms: true, pos: "linkagg/a.toml", phrase: "file linkagg/a.toml (symlink to real/a.toml) is writable by group/others (mode 0666)"},
+		{name: "symlink into a writable directory", files: map[string]string{"shared/interfaces": base}, links: map[string]string{"interfaces": "shared/interfaces"}, modes: map[string]os.FileMode{"shared": 0o777}, perms: true, pos: "shared", phrase: "directory shared (holding interfaces's target) is writable by group/others (mode 0777)"},
+
+		// only regular files are read: a FIFO would block the open forever, a device is not a configuration
+		{name: "FIFO as interfaces", files: map[string]string{}, fifos: []string{"interfaces"}, perms: true, pos: "interfaces", phrase: "is a named pipe (FIFO): expected a regular file"},
+		{name: "FIFO named .toml", files: tomls(baseTOML), fifos: []string{"linkagg/b.toml"}, perms: true, pos: "linkagg/b.toml", phrase: "is a named pipe (FIFO): expected a regular file"},
+		{name: "FIFO via source", files: map[string]string{"interfaces": "source interfaces.d/*\n", "interfaces.d/a": base}, fifos: []string{"interfaces.d/b"}, perms: true, pos: "interfaces.d/b", phrase: "is a named pipe (FIFO): expected a regular file"},
+		{name: "FIFO via source-directory", files: map[string]string{"interfaces": "source-directory interfaces.d\n"}, fifos: []string{"interfaces.d/tun0"}, pos: "interfaces.d/tun0", phrase: "is a named pipe (FIFO)"},
+		{name: "socket named .toml", files: map[string]string{}, socks: []string{"linkagg/s.toml"}, perms: true, pos: "linkagg/s.toml", phrase: "is a socket: expected a regular file"},
+		{name: "symlink to a device", files: map[string]string{}, links: map[string]string{"interfaces": "/dev/null"}, perms: true, pos: "interfaces", phrase: "file interfaces (symlink to /dev/null) is a character device: expected a regular file"},
+		{name: "symlink to a FIFO", files: map[string]string{}, fifos: []string{"real/pipe"}, links: map[string]string{"linkagg/a.toml": "../real/pipe"}, pos: "linkagg/a.toml", phrase: "(symlink to real/pipe) is a named pipe (FIFO)"},
 	}
 }
 
@@ -199,6 +226,47 @@ func writeTree(t *testing.T, files map[string]string, modes map[string]os.FileMo
 	return dir
 }
 
+// writeSpecial adds a case's symlinks, named pipes, sockets and owners to the tree.
+func writeSpecial(t *testing.T, dir string, tc badCase) {
+	t.Helper()
+	mkdir := func(p string) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, target := range tc.links {
+		p := filepath.Join(dir, name)
+		mkdir(p)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range tc.fifos {
+		p := filepath.Join(dir, name)
+		mkdir(p)
+		if err := syscall.Mkfifo(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range tc.socks {
+		p := filepath.Join(dir, name)
+		mkdir(p)
+		l, err := net.Listen("unix", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, uid := range tc.owners {
+		if err := os.Lchown(filepath.Join(dir, name), uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func loadTree(dir string, files map[string]string, perms bool) (*Config, error) {
 	o := LoadOptions{ConfDir: filepath.Join(dir, "linkagg"), CheckPerms: perms}
 	if _, ok := files["interfaces"]; ok {
@@ -210,8 +278,20 @@ func loadTree(dir string, files map[string]string, perms bool) (*Config, error) 
 func TestBadConfigs(t *testing.T) {
 	for _, tc := range badCases() {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.owners != nil && os.Geteuid() != 0 {
+				if os.Getenv("CI") == "true" {
+					t.Fatal("files of another owner need root to make (CI=true: not skipping)")
+				}
+				t.Skip("files of another owner need root to make")
+			}
 			dir := writeTree(t, tc.files, tc.modes)
-			_, err := loadTree(dir, tc.files, tc.perms)
+			writeSpecial(t, dir, tc)
+			files := tc.files
+			if slices.Contains(append(tc.fifos, tc.socks...), "interfaces") || tc.links["interfaces"] != "" {
+				files = maps.Clone(files)
+				files["interfaces"] = ""
+			}
+			_, err := loadTree(dir, files, tc.perms)
 			if err == nil {
 				t.Fatalf("no error, want %s: %s", tc.pos, tc.phrase)
 			}
@@ -227,7 +307,7 @@ func TestBadConfigs(t *testing.T) {
 				t.Errorf("error %q\nwant phrase %q", msg, tc.phrase)
 			}
 			// Deterministic: the same input gives the same first error.
-			if _, err2 := loadTree(dir, tc.files, tc.perms); err2 == nil || err2.Error() != err.Error() {
+			if _, err2 := loadTree(dir, files, tc.perms); err2 == nil || err2.Error() != err.Error() {
 				t.Errorf("second load: %v", err2)
 			}
 		})

@@ -166,7 +166,7 @@ func validate(e *engine.Engine, files []string, stdout io.Writer) error {
 		groups = cfg.Groups
 	} else {
 		for _, f := range files {
-			data, err := os.ReadFile(f)
+			data, err := parser.ReadFile(f) // a regular file only: a FIFO named here must not hang validate
 			if err != nil {
 				return &engine.ConfigError{Err: err}
 			}
