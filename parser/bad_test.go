@@ -46,6 +46,33 @@ func with(pairs ...any) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
+// v6base is an inet6 group, lines: 1 iface 2 address 3 fakenet 4 table 5 rspec (own) 6 rspec (peer ::20).
+func v6base(pairs ...any) string {
+	text := `iface tun0 inet6 static
+    address fd99::10/128
+    fakenet fd99::/64
+    table 20000 20001
+    rspec [fd99::10]:[fd00:1::10]:[fd00:2::10]
+    rspec [fd99::20]:[fd00:1::20]:[fd00:2::20]
+`
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	for i := 0; i < len(pairs); i += 2 {
+		n, s := pairs[i].(int), pairs[i+1].(string)
+		if n > len(lines) {
+			lines = append(lines, s)
+		} else {
+			lines[n-1] = s
+		}
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// tun1With is tun1 (lines 8.. after base: 8 iface 9 address 10 fakenet 11 table 12 rspec) with another
+// address, fakenet and own rspec entry.
+func tun1With(address, fakenet, own string) string {
+	return "iface tun1 inet static\n    address " + address + "\n    fakenet " + fakenet + "\n    table 10100 10101\n    rspec " + own + "\n"
+}
+
 const baseTOML = `[tun0]
 address = "10.99.255.10"
 fakenet = ["10.99.255.0/24"]
@@ -79,7 +106,7 @@ func badCases() []badCase {
 		{name: "malformed prefix", files: ifaces(with(4, "    fakenet 10.99.255.0/33")), pos: "interfaces:4", phrase: `fakenet "10.99.255.0/33": bad prefix: expected IPv4 prefix like 10.99.255.0/24`},
 		{name: "prefix host bits", files: ifaces(with(4, "    fakenet 10.99.255.1/24")), pos: "interfaces:4", phrase: "host bits set: expected 10.99.255.0/24"},
 		{name: "IPv6 fakenet in inet", files: ifaces(with(4, "    fakenet fd99::/64")), pos: "interfaces:4", phrase: "expected IPv4 prefix"},
-		{name: "fakenets overlap", files: ifaces(with(8, "    fakenet 10.99.0.0/16")), pos: "interfaces:4", phrase: "fakenet 10.99.0.0/16 overlaps fakenet 10.99.255.0/24"},
+		{name: "fakenets overlap", files: ifaces(with(8, "    fakenet 10.99.0.0/16")), pos: "interfaces:8", phrase: "fakenet 10.99.0.0/16 overlaps fakenet 10.99.255.0/24"},
 		{name: "malformed address", files: ifaces(with(2, "    address 10.99.255")), pos: "interfaces:2", phrase: `address "10.99.255": expected IPv4 address`},
 		{name: "bad netmask", files: ifaces(with(3, "    netmask 255.0.255.0")), pos: "interfaces:3", phrase: "expected a contiguous netmask"},
 		{name: "netmask contradicts", files: ifaces(with(2, "    address 10.99.255.10/24")), pos: "interfaces:3", phrase: "contradicts address 10.99.255.10/24"},
@@ -131,7 +158,60 @@ func badCases() []badCase {
 		{name: "rule-priority 0", files: ifaces(with(8, "    rule-priority 0")), pos: "interfaces:8", phrase: `rule-priority "0": expected an integer 1..32765`},
 		{name: "rule-priority 32766", files: ifaces(with(8, "    rule-priority 32766")), pos: "interfaces:8", phrase: "expected an integer 1..32765"},
 		{name: "rule-priority 32764 mptcp", files: ifaces(with(8, "    mode mptcp\n    rule-priority 32764")), pos: "interfaces:9", phrase: "rule-priority 32764: expected 1..32763 in mode mptcp"},
-		{name: "rule-priority 32765 hybrid", files: ifaces(with(8, "    rule-priority 32765\n    mode hybrid")), pos: "interfaces:8", phrase: "expected 1..32764 in mode hybrid"},
+		{name: "rule-priority 32765 hybrid", files: ifaces(with(8, "    rule-priority 32765\n    mode hybrid")), pos: "interfaces:8", phrase: "expected 2..32764 in mode hybrid"},
+		{name: "rule-priority 1 hybrid", files: ifaces(with(8, "    mode hybrid\n    rule-priority 1")), pos: "interfaces:9", phrase: "rule-priority 1: expected 2..32764 in mode hybrid (its path rules take PRIORITY-1"},
+		{name: "TOML rule-priority 1 hybrid", files: tomls(baseTOML + "mode = \"hybrid\"\nrule-priority = 1\n"), pos: "linkagg/a.toml:10 (tun0.rule-priority)", phrase: "rule-priority 1: expected 2..32764 in mode hybrid"},
+		{name: "weights too long a sequence", files: ifaces(with(8, "    weight 1000 999")), pos: "interfaces:8", phrase: "weights reduce to a sequence of 1999 entries; at most 1024 fit in one nftables transaction (1 fakenet, 2 paths)"},
+		{name: "weights too long for 4 fakenets", files: ifaces(with(4, "    fakenet 10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26", 8, "    weight 400 399")), pos: "interfaces:8", phrase: "weights reduce to a sequence of 799 entries; at most 764 fit in one nftables transaction (4 fakenets, 2 paths)"},
+		{name: "TOML weights too long a sequence", files: tomls(baseTOML + "weight = [1000, 999]\n"), pos: "linkagg/a.toml:9 (tun0.weight)", phrase: "weights reduce to a sequence of 1999 entries; at most 1024"},
+
+		// fakenets that would take traffic the host needs elsewhere
+		{name: "fakenet default route", files: ifaces(with(4, "    fakenet 0.0.0.0/0")), pos: "interfaces:4", phrase: `fakenet "0.0.0.0/0": the default route: expected a prefix of /8 or longer`},
+		{name: "fakenet shorter than /8", files: ifaces(with(8, "    fakenet 8.0.0.0/7")), pos: "interfaces:8", phrase: `fakenet "8.0.0.0/7": expected a prefix of /8 or longer (a fakenet holds the groups' VIPs)`},
+		{name: "fakenet in loopback", files: ifaces(with(8, "    fakenet 127.0.0.0/24")), pos: "interfaces:8", phrase: `fakenet "127.0.0.0/24": overlaps the loopback range 127.0.0.0/8: expected a prefix outside`},
+		{name: "fakenet holding loopback", files: ifaces(with(4, "    fakenet 96.0.0.0/3")), pos: "interfaces:4", phrase: `fakenet "96.0.0.0/3": expected a prefix of /8 or longer`},
+		{name: "fakenet link-local", files: ifaces(with(8, "    fakenet 169.254.0.0/16")), pos: "interfaces:8", phrase: "overlaps the link-local range 169.254.0.0/16"},
+		{name: "fakenet multicast", files: ifaces(with(8, "    fakenet 239.1.0.0/16")), pos: "interfaces:8", phrase: "overlaps the multicast range 224.0.0.0/4"},
+		{name: "fakenet this-network", files: ifaces(with(8, "    fakenet 0.0.0.0/8")), pos: "interfaces:8", phrase: `overlaps the "this network" range 0.0.0.0/8`},
+		{name: "inet6 fakenet default route", files: ifaces(v6base(3, "    fakenet ::/0")), pos: "interfaces:3", phrase: `fakenet "::/0": the default route: expected a prefix of /16 or longer`},
+		{name: "inet6 fakenet shorter than /16", files: ifaces(v6base(3, "    fakenet fc00::/7")), pos: "interfaces:3", phrase: `fakenet "fc00::/7": expected a prefix of /16 or longer`},
+		{name: "inet6 fakenet link-local", files: ifaces(v6base(7, "    fakenet fe80::/64")), pos: "interfaces:7", phrase: "overlaps the link-local range fe80::/10"},
+		{name: "inet6 fakenet multicast", files: ifaces(v6base(7, "    fakenet ff02::/16")), pos: "interfaces:7", phrase: "overlaps the multicast range ff00::/8"},
+		{name: "inet6 fakenet unspecified", files: ifaces(v6base(7, "    fakenet ::/64")), pos: "interfaces:7", phrase: "overlaps the unspecified range ::/128"},
+		{name: "inet6 fakenet loopback", files: ifaces(v6base(7, "    fakenet ::1/128")), pos: "interfaces:7", phrase: "overlaps the loopback range ::1/128"},
+		{name: "TOML fakenet default route", files: tomls(strings.Replace(baseTOML, "10.99.255.0/24", "0.0.0.0/0", 1)), pos: "linkagg/a.toml:3 (tun0.fakenet[0])", phrase: "the default route: expected a prefix of /8 or longer"},
+
+		// gateways that route nowhere
+		{name: "gateway is own address", files: ifaces(with(7, "    rspec 10.99.255.20:10.99.0.10:10.99.1.20")), pos: "interfaces:7", phrase: "rspec entry for 10.99.255.20: gateway 10.99.0.10 of path 1 is this host's own address on path 1: expected the peer's address on that path"},
+		{name: "gateway is own address of another path", files: ifaces(with(7, "    rspec 10.99.255.20:10.99.0.20:10.99.0.10")), pos: "interfaces:7", phrase: "gateway 10.99.0.10 of path 2 is this host's own address on path 1"},
+		{name: "gateway is the VIP", files: ifaces(with(7, "    rspec 10.99.255.20:10.99.255.10:10.99.1.20")), pos: "interfaces:7", phrase: "gateway 10.99.255.10 of path 1 is this group's VIP: expected the peer's address on that path"},
+		{name: "gateway is a peer VIP", files: ifaces(with(8, "    rspec 10.99.255.30:10.99.255.20:10.99.1.30")), pos: "interfaces:8", phrase: "gateway 10.99.255.20 of path 1 is the VIP of peer 10.99.255.20 (at interfaces:7)"},
+		{name: "gateway in the fakenet", files: ifaces(with(7, "    rspec 10.99.255.20:10.99.0.20:10.99.255.99")), pos: "interfaces:7", phrase: "gateway 10.99.255.99 of path 2 is inside fakenet 10.99.255.0/24: expected an address on a member NIC's subnet"},
+		{name: "gateway link-local", files: ifaces(with(7, "    rspec 10.99.255.20:169.254.7.1:10.99.1.20")), pos: "interfaces:7", phrase: "gateway 169.254.7.1 of path 1 is link-local: expected an address on a member NIC's subnet (a link-local gateway names no NIC)"},
+		{name: "gateway loopback", files: ifaces(with(7, "    rspec 10.99.255.20:127.0.0.2:10.99.1.20")), pos: "interfaces:7", phrase: "gateway 127.0.0.2 of path 1 is a loopback address: expected an address on a member NIC's subnet"},
+		{name: "gateway multicast", files: ifaces(with(7, "    rspec 10.99.255.20:224.0.0.9:10.99.1.20")), pos: "interfaces:7", phrase: `bad address "224.0.0.9": expected a unicast IPv4 address`},
+		{name: "gateway unspecified", files: ifaces(with(7, "    rspec 10.99.255.20:0.0.0.0:10.99.1.20")), pos: "interfaces:7", phrase: `bad address "0.0.0.0": expected a unicast IPv4 address`},
+		{name: "inet6 gateway link-local", files: ifaces(v6base(6, "    rspec [fd99::20]:[fe80::1]:[fd00:2::20]")), pos: "interfaces:6", phrase: "gateway fe80::1 of path 1 is link-local"},
+		{name: "inet6 gateway loopback", files: ifaces(v6base(6, "    rspec [fd99::20]:[fd00:1::20]:[::1]")), pos: "interfaces:6", phrase: "gateway ::1 of path 2 is a loopback address"},
+		{name: "TOML gateway is own address", files: tomls(strings.Replace(baseTOML, "10.99.255.20:10.99.0.20", "10.99.255.20:10.99.0.10", 1)), pos: "linkagg/a.toml:7 (tun0.rspec[1])", phrase: "gateway 10.99.0.10 of path 1 is this host's own address on path 1"},
+
+		// VIPs and path addresses mixed up
+		{name: "VIP is a path address", files: ifaces(with(6, "    rspec 10.99.255.10:10.99.255.10:10.99.1.10")), pos: "interfaces:6", phrase: "own address 10.99.255.10 of path 1 is this group's VIP: expected this host's address on that path's NIC"},
+		{name: "peer VIP is a path address", files: ifaces(with(6, "    rspec 10.99.255.10:10.99.0.10:10.99.255.20")), pos: "interfaces:6", phrase: "own address 10.99.255.20 of path 2 is the VIP of peer 10.99.255.20 (at interfaces:7)"},
+		{name: "path address in the fakenet", files: ifaces(with(6, "    rspec 10.99.255.10:10.99.255.11:10.99.1.10")), pos: "interfaces:6", phrase: "own address 10.99.255.11 of path 1 is inside fakenet 10.99.255.0/24: expected this host's address on that path's NIC, outside the fakenets"},
+		{name: "path address loopback", files: ifaces(with(6, "    rspec 10.99.255.10:127.0.0.1:10.99.1.10")), pos: "interfaces:6", phrase: "own address 127.0.0.1 of path 1 is a loopback address"},
+		{name: "TOML VIP is a path address", files: tomls(strings.Replace(baseTOML, "10.99.255.10:10.99.0.10", "10.99.255.10:10.99.255.10", 1)), pos: "linkagg/a.toml:6 (tun0.rspec[0])", phrase: "own address 10.99.255.10 of path 1 is this group's VIP"},
+
+		// groups whose addresses overlap: packets to the overlap would be marked by both
+		{name: "fakenets of two groups equal", files: ifaces(base + tun1With("10.99.255.11", "10.99.255.0/24", "10.99.255.11:10.99.0.10:10.99.1.10")), pos: "interfaces:10", phrase: "fakenet 10.99.255.0/24 is also a fakenet of group tun0 (at interfaces:4): expected the groups' fakenets apart"},
+		{name: "fakenets of two groups overlap", files: ifaces(base + tun1With("10.99.254.10", "10.99.0.0/16", "10.99.254.10:10.97.0.10")), pos: "interfaces:10", phrase: "fakenet 10.99.0.0/16 overlaps fakenet 10.99.255.0/24 of group tun0 (at interfaces:4)"},
+		{name: "VIP of two groups", files: ifaces(base + tun1With("10.99.255.20", "10.99.255.0/24", "10.99.255.20:10.97.0.10")), pos: "interfaces:9", phrase: "address 10.99.255.20 is also the VIP of peer 10.99.255.20 of group tun0 (at interfaces:7): expected each VIP in one group"},
+		{name: "peer VIP of two groups", files: ifaces(base + tun1With("10.99.255.11", "10.99.255.0/24", "10.99.255.11:10.97.0.10") + "    rspec 10.99.255.10:10.97.0.20\n"), pos: "interfaces:13", phrase: "rspec entry for 10.99.255.10: VIP is also the VIP of group tun0 (at interfaces:2)"},
+		{name: "fakenet holds another group's path address", files: ifaces(base + tun1With("10.99.0.100", "10.99.0.0/24", "10.99.0.100:10.97.0.10")), pos: "interfaces:10", phrase: "fakenet 10.99.0.0/24 holds 10.99.0.10, the own address of path 1 of group tun0 (at interfaces:6)"},
+		{name: "fakenet holds another group's gateway", files: ifaces(base + tun1With("10.99.0.17", "10.99.0.16/28", "10.99.0.17:10.97.0.10")), pos: "interfaces:10", phrase: "fakenet 10.99.0.16/28 holds 10.99.0.20, gateway of path 1 of peer 10.99.255.20 of group tun0 (at interfaces:7)"},
+		{name: "gateway inside another group's fakenet", files: ifaces(base + tun1 + "    rspec 10.98.255.20:10.99.255.77\n"), pos: "interfaces:13", phrase: "rspec entry for 10.98.255.20: gateway 10.99.255.77 of path 1 is inside fakenet 10.99.255.0/24 of group tun0 (at interfaces:4)"},
+		{name: "TOML fakenets of two groups overlap", files: tomls(baseTOML + "[tun1]\naddress = \"10.99.254.10\"\nfakenet = [\"10.99.0.0/16\"]\ntable = [10100, 10101]\nrspec = [\"10.99.254.10:10.97.0.10\"]\n"), pos: "linkagg/a.toml:11 (tun1.fakenet[0])", phrase: "fakenet 10.99.0.0/16 overlaps fakenet 10.99.255.0/24 of group tun0 (at linkagg/a.toml:3 (tun0.fakenet[0]))"},
+		{name: "stanza and TOML fakenets equal", files: map[string]string{"interfaces": base, "linkagg/a.toml": strings.NewReplacer("[tun0]", "[tun1]", "10000, 10001", "10100, 10101", "10.99.255.10", "10.99.255.11", "10.99.255.20:", "10.99.255.21:").Replace(baseTOML)}, pos: "linkagg/a.toml:3 (tun1.fakenet[0])", phrase: "fakenet 10.99.255.0/24 is also a fakenet of group tun0 (at interfaces:4)"},
 
 		// scalars and stanza syntax
 		{name: "mtu too small", files: ifaces(with(8, "    mtu 67")), pos: "interfaces:8", phrase: `mtu "67": expected an integer 68..65535`},

@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"net/netip"
@@ -173,6 +174,7 @@ func build(r *rawGroup) (Group, error) {
 			return g, errAt(w.pos, "fakenet %q: %v", w.s, err)
 		}
 		g.Fakenets = append(g.Fakenets, p)
+		g.FakenetPos = append(g.FakenetPos, w.pos)
 	}
 
 	o, _ = r.get(optTable)
@@ -282,6 +284,7 @@ func buildRspec(r *rawGroup, g *Group) error {
 		}
 		if vip == g.VIP {
 			g.Own = cycle(addrs, n)
+			g.OwnPos = w.pos
 			ownFound = true
 			continue
 		}
@@ -373,6 +376,9 @@ func parseFakenet(s string, fam Family) (netip.Prefix, error) {
 	}
 	if p.Masked() != p {
 		return netip.Prefix{}, fmt.Errorf("host bits set: expected %s", p.Masked())
+	}
+	if msg := fakenetProblem(p); msg != "" {
+		return netip.Prefix{}, errors.New(msg)
 	}
 	return p, nil
 }

@@ -78,6 +78,8 @@ type Group struct {
 	MTU      int // 0: leave the device's MTU alone
 	Fakenets []netip.Prefix
 	Tables   []int // one routing table per path, in path order
+	// FakenetPos is where each fakenet was written (len == len(Fakenets); nil for a hand-built group)
+	FakenetPos []Pos
 
 	// Per path, len == len(Tables).
 	Weights []int
@@ -89,7 +91,8 @@ type Group struct {
 	Mode         Mode
 	MPTCP        MPTCP // knobs of mode mptcp/hybrid (parser/mptcp.go)
 
-	Peers []Peer // every rspec entry but our own, in file order
+	Peers  []Peer // every rspec entry but our own, in file order
+	OwnPos Pos    // where the own rspec entry was written
 
 	// OptPos tells where each option was written (keys: "fakenet", "table", "rspec", "weight", ...).
 	OptPos map[string]Pos

@@ -73,7 +73,7 @@ func seedGroup() Group {
 
 // content strips where things were written, to compare what was configured.
 func content(g Group) Group {
-	g.Pos, g.OptPos = Pos{}, nil
+	g.Pos, g.OptPos, g.FakenetPos, g.OwnPos = Pos{}, nil, nil, Pos{}
 	g.Peers = append([]Peer(nil), g.Peers...)
 	for i := range g.Peers {
 		g.Peers[i].Pos = Pos{}
@@ -375,5 +375,34 @@ func TestValidateHandBuilt(t *testing.T) {
 	err = Validate([]Group{g, h})
 	if err == nil || !strings.Contains(err.Error(), "mark 0x10000000/0xf0000000 overlaps mark 0x11000000/0xff000000 of group tun0") {
 		t.Errorf("overlapping masks: err = %v", err)
+	}
+}
+
+// The boundaries of the checks that keep a valid configuration working are themselves valid.
+func TestLimitsAccepted(t *testing.T) {
+	for _, tc := range []struct{ name, text string }{
+		{"sequence of 1024 entries", with(8, "    weight 1000 24")},
+		{"long sequence in mode mptcp (no nftables map)", with(8, "    weight 1000 999\n    mode mptcp")},
+		{"reduced by the gcd", with(8, "    weight 1000 998")},
+		{"sequence of 764 entries with 4 fakenets", with(4, "    fakenet 10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26", 8, "    weight 400 364")},
+		{"rule-priority 2 in mode hybrid", with(8, "    mode hybrid\n    rule-priority 2")},
+		{"rule-priority 1 in mode mptcp", with(8, "    mode mptcp\n    rule-priority 1")},
+		{"fakenet /8", "iface tun0 inet static\n    address 10.0.0.1\n    fakenet 10.0.0.0/8\n    table 1 2\n    rspec 10.0.0.1:192.168.0.10:192.168.1.10\n    rspec 10.0.0.2:192.168.0.20:192.168.1.20\n"},
+		{"inet6 fakenet /16", v6base(3, "    fakenet fd99::/16")},
+		{"two groups on the same NICs and gateways", base + tun1 + "    rspec 10.98.255.20:10.99.0.20:10.99.1.20\n"},
+		{"a router on one subnet", with(7, "    rspec 10.99.255.1:10.3.23.1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mustParse(t, "interfaces", tc.text)
+		})
+	}
+	if got := MaxSequenceFor(2, 4); got != 764 {
+		t.Errorf("MaxSequenceFor(2, 4) = %d, the bad corpus says 764", got)
+	}
+	if got, want := MaxSequenceFor(256, 1), MaxSequence; got != want {
+		t.Errorf("MaxSequenceFor(256, 1) = %d, want %d (256 paths of weight 1..4 must fit)", got, want)
+	}
+	if got := MaxSequenceFor(2, 256); got != 0 {
+		t.Errorf("MaxSequenceFor(2, 256) = %d, want 0", got)
 	}
 }
