@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -18,6 +19,9 @@ import (
 	"github.com/linkagg/linkagg-hooks/parser"
 	"github.com/linkagg/linkagg-hooks/plan"
 )
+
+// maxMapElements is how many elements of a numgen map fit the one netlink attribute that carries them.
+const maxMapElements = 1260
 
 // RouteChain is the base chain of our table (type route, hook output, priority mangle).
 const RouteChain = "route"
@@ -157,6 +161,10 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 	if len(n.Sequence) == 0 {
 		return fmt.Errorf("nft spec of %s has an empty mark sequence", group)
 	}
+	if len(n.Sequence) > maxMapElements {
+		// the length of the attribute would wrap, and the kernel would keep a truncated map in silence
+		return fmt.Errorf("nft spec of %s: a mark sequence of %d entries does not fit one netlink attribute (at most %d)", group, len(n.Sequence), maxMapElements)
+	}
 	ud := userdata.AppendString(nil, userdata.TypeComment, NftTag(group, n))
 	tab := c.AddTable(&nftables.Table{Name: n.Table, Family: nftFamily(n.Family)})
 	policy := nftables.ChainPolicyAccept
@@ -250,7 +258,34 @@ func (s *Session) replaceNft(group string, fam nftables.TableFamily, name string
 			return err
 		}
 	}
-	return c.Flush()
+	return s.flushNft(c, group, fam, name, n)
+}
+
+// flushNft sends c's transaction, after which the table name of family fam must be n (nil: gone). ENOBUFS
+// means the acknowledgements overflowed our receive buffer (see nftBufferBytes): the kernel processed the
+// whole batch, atomically, and only the answers were lost; the table read back tells whether it landed.
+func (s *Session) flushNft(c *nftables.Conn, group string, fam nftables.TableFamily, name string, n *plan.Nft) error {
+	err := c.Flush()
+	if err == nil || !errors.Is(err, unix.ENOBUFS) {
+		return err
+	}
+	r, rerr := s.nft()
+	if rerr != nil {
+		return err
+	}
+	tab, rerr := findTable(r, fam, name)
+	switch {
+	case rerr != nil:
+		return err
+	case n == nil && tab == nil:
+		return nil
+	case n != nil && tab != nil:
+		if ok, cerr := nftConverged(r, tab, n, NftTag(group, n)); cerr == nil && ok {
+			s.logf("nft table %s %s: the kernel's acknowledgements overflowed the socket buffer; the table read back is the one sent", nftFamName(fam), name)
+			return nil
+		}
+	}
+	return err
 }
 
 func describeNft(n *plan.Nft) string {
@@ -348,12 +383,14 @@ func (s *Session) restoreNft(group string, fam nftables.TableFamily, name string
 		if tab != nil {
 			c.DelTable(tab)
 		}
+		var want *plan.Nft
 		if prev != nil && prev.Table == name && nftFamily(prev.Family) == fam {
 			if err := buildNft(c, group, prev); err != nil {
 				return err
 			}
+			want = prev
 		}
-		return c.Flush()
+		return s.flushNft(c, group, fam, name, want)
 	}
 }
 

@@ -381,10 +381,10 @@ func TestValidateHandBuilt(t *testing.T) {
 // The boundaries of the checks that keep a valid configuration working are themselves valid.
 func TestLimitsAccepted(t *testing.T) {
 	for _, tc := range []struct{ name, text string }{
-		{"sequence of 1024 entries", with(8, "    weight 1000 24")},
+		{"sequence of 1024 entries", with(8, "    weight 999 25")},
 		{"long sequence in mode mptcp (no nftables map)", with(8, "    weight 1000 999\n    mode mptcp")},
 		{"reduced by the gcd", with(8, "    weight 1000 998")},
-		{"sequence of 764 entries with 4 fakenets", with(4, "    fakenet 10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26", 8, "    weight 400 364")},
+		{"sequence of 764 entries with 4 fakenets", with(4, "    fakenet 10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26", 8, "    weight 401 363")},
 		{"rule-priority 2 in mode hybrid", with(8, "    mode hybrid\n    rule-priority 2")},
 		{"rule-priority 1 in mode mptcp", with(8, "    mode mptcp\n    rule-priority 1")},
 		{"fakenet /8", "iface tun0 inet static\n    address 10.0.0.1\n    fakenet 10.0.0.0/8\n    table 1 2\n    rspec 10.0.0.1:192.168.0.10:192.168.1.10\n    rspec 10.0.0.2:192.168.0.20:192.168.1.20\n"},
@@ -404,5 +404,16 @@ func TestLimitsAccepted(t *testing.T) {
 	}
 	if got := MaxSequenceFor(2, 256); got != 0 {
 		t.Errorf("MaxSequenceFor(2, 256) = %d, want 0", got)
+	}
+}
+
+func TestSequenceLength(t *testing.T) {
+	for _, tc := range []struct {
+		w    []int
+		want int
+	}{{[]int{3, 2}, 5}, {[]int{999, 25}, 1024}, {[]int{1000, 24}, 128}, {[]int{4, 4, 4}, 3}, {[]int{7}, 1}, {nil, 0}} {
+		if got := SequenceLength(tc.w); got != tc.want {
+			t.Errorf("SequenceLength(%v) = %d, want %d", tc.w, got, tc.want)
+		}
 	}
 }

@@ -497,8 +497,14 @@ func MaxSequenceFor(paths, fakenets int) int {
 	if fakenets < 1 {
 		fakenets = 1
 	}
-	n := (nftBudget - nftFixedBytes - nftPathBytes*paths - nftFakenetBytes*fakenets) / (nftElemBytes * fakenets)
+	n := (nftBudget - NftBatchBytes(paths, fakenets, 0)) / (nftElemBytes * fakenets)
 	return max(0, min(n, MaxSequence))
+}
+
+// NftBatchBytes bounds the size of the nftables batch that makes a group's table: paths mark chains,
+// fakenets maps of entries elements each.
+func NftBatchBytes(paths, fakenets, entries int) int {
+	return nftFixedBytes + nftPathBytes*paths + (nftFakenetBytes+nftElemBytes*entries)*fakenets
 }
 
 func plural(n int, what string) string {
