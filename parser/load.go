@@ -162,6 +162,10 @@ func readConfig(path string, checkPerms bool) ([]byte, error) {
 // regular file of at most 1 MiB (`linkagg validate FILE`).
 func ReadFile(path string) ([]byte, error) { return readConfig(path, false) }
 
+// ReadConfigFile reads one file root acts on, with Load's checks: a regular file of at most 1 MiB, owned
+// by root (or the user running this), not writable by group or others, nor is the directory holding it.
+func ReadConfigFile(path string) ([]byte, error) { return readConfig(path, true) }
+
 func notRegular(path, name string, fi fs.FileInfo) error {
 	kind := "not a regular file"
 	switch m := fi.Mode(); {

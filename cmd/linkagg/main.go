@@ -91,9 +91,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "plan":
 		err = planCmd(e, operands, stdout)
 	case "apply":
+		stop := e.Watchdog("", func() int { return exitKernel })
 		err = e.ApplyGroups(operands)
+		stop()
 	case "down":
+		stop := e.Watchdog("", func() int { return exitKernel })
 		err = e.DownGroups(operands)
+		stop()
 	case "status":
 		out := statusOutput{json: *jsonOut, prometheus: *prometheus}
 		if fs.Changed("watch") {
