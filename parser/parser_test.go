@@ -377,3 +377,36 @@ func TestValidateHandBuilt(t *testing.T) {
 		t.Errorf("overlapping masks: err = %v", err)
 	}
 }
+
+// arp-isolation: on by default, `off` keeps the member NICs' ARP sysctls; anything else is one error line.
+func TestARPIsolation(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		keep bool
+	}{{"", false}, {"    arp-isolation on\n", false}, {"    arp-isolation off\n", true}} {
+		g, err := parseOne(t, base+c.line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.KeepARP != c.keep {
+			t.Errorf("%q: KeepARP = %v, want %v", c.line, g.KeepARP, c.keep)
+		}
+	}
+	_, err := parseOne(t, base+"    arp-isolation maybe\n")
+	if err == nil || err.Error() != `interfaces:8: arp-isolation "maybe": expected on or off` {
+		t.Errorf("bad value: %v", err)
+	}
+	_, err = parseOne(t, base+"    arp_isolation off\n")
+	if err == nil || !strings.Contains(err.Error(), `did you mean "arp-isolation"?`) {
+		t.Errorf("misspelt option: %v", err)
+	}
+	gs, err := ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000, 10001]\n"+
+		"arp-isolation = \"off\"\nrspec = [\"10.99.255.10:10.99.0.10:10.99.1.10\", \"10.99.255.20:10.99.0.20:10.99.1.20\"]\n"))
+	if err != nil || len(gs) != 1 || !gs[0].KeepARP {
+		t.Errorf("TOML arp-isolation = \"off\": %v %+v", err, gs)
+	}
+	_, err = ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000]\narp-isolation = \"no\"\nrspec = [\"10.99.255.10:10.99.0.10\"]\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), "a.toml:5 (tun0.arp-isolation): ") {
+		t.Errorf("TOML bad value: %v", err)
+	}
+}
