@@ -20,8 +20,13 @@ import (
 	"github.com/linkagg/linkagg-hooks/plan"
 )
 
-// maxMapElements is how many elements of a numgen map fit the one netlink attribute that carries them.
-const maxMapElements = 1260
+// How many elements of a map fit the one netlink attribute that carries them (its length has 16 bits;
+// beyond, it wraps and the kernel keeps a truncated map without an error): 52 bytes per element of a
+// numgen map, at most 56 per element of the peers' map.
+const (
+	maxMapElements  = 1260
+	maxPeerElements = 1170
+)
 
 // RouteChain is the base chain of our table (type route, hook output, priority mangle).
 const RouteChain = "route"
@@ -73,9 +78,14 @@ func nftConverged(c *nftables.Conn, tab *nftables.Table, n *plan.Nft, tag string
 	if err != nil {
 		return false, fmt.Errorf("listing nft chains: %w", err)
 	}
-	want := map[string]int{RouteChain: len(n.Fakenets) + b2i(n.SkipMPTCP)}
-	for _, m := range n.Sequence {
+	want := map[string]int{RouteChain: len(n.Fakenets) + b2i(n.SkipMPTCP) + b2i(len(n.Peers) > 0)}
+	for _, m := range n.Marks() {
 		want[MarkChain(m)] = 1
+	}
+	for i, p := range n.Peers {
+		if p.HasChain() {
+			want[plan.SequenceChain(i)] = 1
+		}
 	}
 	seen := 0
 	for _, ch := range chains {
@@ -98,7 +108,7 @@ func nftConverged(c *nftables.Conn, tab *nftables.Table, n *plan.Nft, tag string
 			if got, _ := userdata.GetString(r.UserData, userdata.TypeComment); got != tag {
 				return false, nil
 			}
-			if ch.Name != RouteChain && !slices.ContainsFunc(r.Exprs, isCounter) {
+			if strings.HasPrefix(ch.Name, "mark_") && !slices.ContainsFunc(r.Exprs, isCounter) {
 				return false, nil // a table made before mark chains counted: replaced once
 			}
 		}
@@ -161,10 +171,6 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 	if len(n.Sequence) == 0 {
 		return fmt.Errorf("nft spec of %s has an empty mark sequence", group)
 	}
-	if len(n.Sequence) > maxMapElements {
-		// the length of the attribute would wrap, and the kernel would keep a truncated map in silence
-		return fmt.Errorf("nft spec of %s: a mark sequence of %d entries does not fit one netlink attribute (at most %d)", group, len(n.Sequence), maxMapElements)
-	}
 	ud := userdata.AppendString(nil, userdata.TypeComment, NftTag(group, n))
 	tab := c.AddTable(&nftables.Table{Name: n.Table, Family: nftFamily(n.Family)})
 	policy := nftables.ChainPolicyAccept
@@ -172,13 +178,7 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 		Name: RouteChain, Table: tab, Type: nftables.ChainTypeRoute,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle, Policy: &policy,
 	})
-	var marks []uint32
-	for _, m := range n.Sequence {
-		if !slices.Contains(marks, m) {
-			marks = append(marks, m)
-		}
-	}
-	for _, m := range marks {
+	for _, m := range n.Marks() {
 		if m&^n.Mask != 0 {
 			return fmt.Errorf("mark %#x has bits outside the mask %#x", m, n.Mask)
 		}
@@ -202,46 +202,97 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 			&expr.Verdict{Kind: expr.VerdictReturn},
 		}})
 	}
+	var offset, length uint32 = 16, 4 // ip daddr
+	if n.Family == parser.Inet6 {
+		offset, length = 24, 16 // ip6 daddr
+	}
+	daddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length}
+	if len(n.Peers) > 0 {
+		// `ip daddr vmap { PEER : goto peers_I, … }`: the peers that cannot use every path take their own
+		// sequence (or, reached by no path, stay unmarked)
+		set := &nftables.Set{Table: tab, Anonymous: true, Constant: true, IsMap: true,
+			KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict}
+		if n.Family == parser.Inet6 {
+			set.KeyType = nftables.TypeIP6Addr
+		}
+		var elems []nftables.SetElement
+		for i, p := range n.Peers {
+			v := &expr.Verdict{Kind: expr.VerdictAccept}
+			if len(p.Sequence) == 1 {
+				v = &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(p.Sequence[0])}
+			}
+			if p.HasChain() {
+				v = &expr.Verdict{Kind: expr.VerdictGoto, Chain: plan.SequenceChain(i)}
+				ch := c.AddChain(&nftables.Chain{Name: plan.SequenceChain(i), Table: tab})
+				exprs, err := numgenMap(c, tab, p.Sequence)
+				if err != nil {
+					return err
+				}
+				c.AddRule(&nftables.Rule{Table: tab, Chain: ch, UserData: ud, Exprs: exprs})
+			}
+			for _, vip := range p.VIPs {
+				if vip.Is6() != (n.Family == parser.Inet6) {
+					return fmt.Errorf("peer %s is not of family %s", vip, n.Family)
+				}
+				elems = append(elems, nftables.SetElement{Key: be(vip), VerdictData: v})
+			}
+		}
+		if len(elems) > maxPeerElements {
+			return fmt.Errorf("nft spec of %s: the map of the %d peers with sequences of their own does not fit one netlink attribute (at most %d)", group, len(elems), maxPeerElements)
+		}
+		if err := c.AddSet(set, elems); err != nil {
+			return fmt.Errorf("nft map: %w", err)
+		}
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: []expr.Any{
+			daddr,
+			&expr.Lookup{SourceRegister: 1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID},
+		}})
+	}
 	for _, fn := range n.Fakenets {
 		fn = fn.Masked()
-		var offset, length uint32 = 16, 4 // ip daddr
-		if fn.Addr().Is6() {
-			offset, length = 24, 16 // ip6 daddr
-		}
 		if (fn.Addr().Is6()) != (n.Family == parser.Inet6) {
 			return fmt.Errorf("fakenet %s is not of family %s", fn, n.Family)
 		}
-		exprs := []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
-		}
+		exprs := []expr.Any{daddr}
 		if fn.Bits() < fn.Addr().BitLen() {
 			mask := prefixIPNet(fn).Mask
 			exprs = append(exprs, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: length,
 				Mask: []byte(mask), Xor: make([]byte, length)})
 		}
 		exprs = append(exprs, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(fn.Addr())})
-		set := &nftables.Set{Table: tab, Anonymous: true, Constant: true, IsMap: true,
-			KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
-		var elems []nftables.SetElement
-		for i, m := range n.Sequence {
-			elems = append(elems, nftables.SetElement{
-				Key:         binaryutil.BigEndian.PutUint32(uint32(i)),
-				VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(m)},
-			})
+		ng, err := numgenMap(c, tab, n.Sequence)
+		if err != nil {
+			return err
 		}
-		if err := c.AddSet(set, elems); err != nil {
-			return fmt.Errorf("nft map: %w", err)
-		}
-		exprs = append(exprs,
-			&expr.Numgen{Register: 1, Modulus: uint32(len(n.Sequence)), Type: unix.NFT_NG_INCREMENTAL},
-			// google/nftables tags every constant set as big endian (NFTNL_UDATA_SET_KEYBYTEORDER), so the
-			// keys are big endian and the host-order numgen value is converted, as nft itself does.
-			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-			&expr.Lookup{SourceRegister: 1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID},
-		)
-		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: exprs})
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: append(exprs, ng...)})
 	}
 	return nil
+}
+
+// numgenMap queues the anonymous map of seq and returns `numgen inc mod len(seq) vmap { i : goto mark_… }`.
+func numgenMap(c *nftables.Conn, tab *nftables.Table, seq []uint32) ([]expr.Any, error) {
+	if len(seq) > maxMapElements {
+		return nil, fmt.Errorf("a mark sequence of %d entries does not fit one netlink attribute (at most %d)", len(seq), maxMapElements)
+	}
+	set := &nftables.Set{Table: tab, Anonymous: true, Constant: true, IsMap: true,
+		KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
+	var elems []nftables.SetElement
+	for i, m := range seq {
+		elems = append(elems, nftables.SetElement{
+			Key:         binaryutil.BigEndian.PutUint32(uint32(i)),
+			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(m)},
+		})
+	}
+	if err := c.AddSet(set, elems); err != nil {
+		return nil, fmt.Errorf("nft map: %w", err)
+	}
+	return []expr.Any{
+		&expr.Numgen{Register: 1, Modulus: uint32(len(seq)), Type: unix.NFT_NG_INCREMENTAL},
+		// google/nftables tags every constant set as big endian (NFTNL_UDATA_SET_KEYBYTEORDER), so the
+		// keys are big endian and the host-order numgen value is converted, as nft itself does.
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+		&expr.Lookup{SourceRegister: 1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID},
+	}, nil
 }
 
 // replaceNft swaps our table for the one of n (nil: no table) in one transaction.
@@ -301,7 +352,19 @@ func describeNft(n *plan.Nft) string {
 	if n.SkipMPTCP {
 		skip = ", MPTCP segments unmarked"
 	}
-	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]%s", famName(n.Family), n.Table, strings.Join(fns, ","), strings.Join(seq, " "), skip)
+	peers := ""
+	for _, p := range n.Peers {
+		var ps []string
+		for _, m := range p.Sequence {
+			ps = append(ps, fmt.Sprintf("%#x", m))
+		}
+		var vs []string
+		for _, v := range p.VIPs {
+			vs = append(vs, v.String())
+		}
+		peers += fmt.Sprintf(", %s -> [%s]", strings.Join(vs, ","), strings.Join(ps, " "))
+	}
+	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]%s%s", famName(n.Family), n.Table, strings.Join(fns, ","), strings.Join(seq, " "), peers, skip)
 }
 
 func famName(f parser.Family) string {

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -16,14 +17,26 @@ import (
 )
 
 // maxNft is the largest table a group can have in each dimension: the longest interface name (so the
-// longest table name and rule tag), inet6 (longer rules), hybrid (one more rule).
-func maxNft(paths, fakenets, entries int) *plan.Nft {
+// longest table name and rule tag), inet6 (longer rules and keys), hybrid (one more rule), and peerMaps
+// groups of peers with sequences of their own, peerVIPs peers in all.
+func maxNft(paths, fakenets, entries, peerMaps, peerVIPs int) *plan.Nft {
 	n := &plan.Nft{Family: parser.Inet6, Table: plan.NftTablePrefix + "tun0123456789ab", Mask: 0xff000000, SkipMPTCP: true}
 	for i := range fakenets {
 		n.Fakenets = append(n.Fakenets, netip.MustParsePrefix(fmt.Sprintf("fd%02x:%x::/64", i/256, i%256)))
 	}
 	for i := range entries {
 		n.Sequence = append(n.Sequence, uint32(1+i%paths)<<24)
+	}
+	for g := range peerMaps {
+		p := plan.PeerSequence{}
+		for i := range entries {
+			p.Sequence = append(p.Sequence, uint32(1+(g+i)%paths)<<24)
+		}
+		n.Peers = append(n.Peers, p)
+	}
+	for v := range peerVIPs {
+		vip := netip.MustParseAddr(fmt.Sprintf("fd00:ffff:ffff:ffff:ffff:ffff:%x:%x", 0x8000+v/65536, v%65536+1))
+		n.Peers[v%peerMaps].VIPs = append(n.Peers[v%peerMaps].VIPs, vip)
 	}
 	return n
 }
@@ -68,36 +81,52 @@ func batchOf(t *testing.T, n *plan.Nft) (total, maxList int, err error) {
 }
 
 // The validate limit rests on parser.NftBatchBytes bounding the real encoding of our table, and on every
-// map of MaxSequence entries fitting one netlink attribute (16-bit length). Checked against the bytes
-// google/nftables really writes, for the largest names, in both dimensions.
+// map of parser.MaxSequence entries (and the peers' map of parser.MaxPeers) fitting one netlink attribute
+// (16-bit length). Checked against the bytes google/nftables really writes, for the largest names.
 func TestNftBatchEstimate(t *testing.T) {
-	for _, paths := range []int{1, 2, 8, 64, 255} {
-		for _, fakenets := range []int{1, 2, 4, 16, 64} {
-			for _, entries := range []int{paths, 100, parser.MaxSequence} {
-				if entries < paths {
-					continue
-				}
-				total, _, err := batchOf(t, maxNft(paths, fakenets, entries))
-				if err != nil {
-					t.Fatalf("%d paths %d fakenets %d entries: %v", paths, fakenets, entries, err)
-				}
-				if est := parser.NftBatchBytes(paths, fakenets, entries); total > est {
-					t.Errorf("%d paths %d fakenets %d entries: the batch has %d bytes, the estimate says %d", paths, fakenets, entries, total, est)
-				}
+	check := func(paths, fakenets, entries, peerMaps, peerVIPs int) {
+		t.Helper()
+		total, _, err := batchOf(t, maxNft(paths, fakenets, entries, peerMaps, peerVIPs))
+		if err != nil {
+			t.Fatalf("%d paths %d fakenets %d entries %d peer maps %d peers: %v", paths, fakenets, entries, peerMaps, peerVIPs, err)
+		}
+		if est := parser.NftBatchBytes(paths, fakenets, entries, peerMaps, peerVIPs); total > est {
+			t.Errorf("%d paths %d fakenets %d entries %d peer maps %d peers: the batch has %d bytes, the estimate says %d", paths, fakenets, entries, peerMaps, peerVIPs, total, est)
+		}
+	}
+	for _, paths := range []int{2, 8, 64, 255} {
+		for _, fakenets := range []int{1, 4, 64} {
+			for _, entries := range []int{paths, parser.MaxSequence} {
+				check(paths, fakenets, entries, 0, 0)
 			}
 		}
 	}
-	_, attr, err := batchOf(t, maxNft(2, 1, parser.MaxSequence))
-	if err != nil || attr > 0xffff {
-		t.Errorf("a map of %d entries: largest attribute %d bytes (must fit 65535): %v", parser.MaxSequence, attr, err)
+	for _, c := range [][3]int{{1, 1, 2}, {1, 254, 100}, {3, 3, 1000}, {10, 254, 1024}, {246, 254, 230}, {40, parser.MaxPeers, 8}} {
+		check(8, 1, c[2], c[0], c[1])
 	}
-	t.Logf("a map of %d entries takes an attribute of %d bytes", parser.MaxSequence, attr)
-	// the kernel keeps a truncated map when the length wraps: buildNft refuses it instead
-	if _, attr, err := batchOf(t, maxNft(2, 1, maxMapElements)); err != nil || attr > 0xffff {
-		t.Errorf("a map of %d entries (the most that fits): attribute %d bytes: %v", maxMapElements, attr, err)
+	for _, c := range []struct {
+		what string
+		n    *plan.Nft
+		fits bool
+	}{
+		{"a map of MaxSequence entries", maxNft(2, 1, parser.MaxSequence, 0, 0), true},
+		{"the peers' map of MaxPeers", maxNft(2, 1, 2, 1, parser.MaxPeers), true},
+		{"a map of the most that fits", maxNft(2, 1, maxMapElements, 0, 0), true},
+		{"the peers' map of the most that fits", maxNft(2, 1, 2, 1, maxPeerElements), true},
+	} {
+		if _, list, err := batchOf(t, c.n); err != nil || list > 0xffff {
+			t.Errorf("%s: largest element list %d bytes (must fit 65535): %v", c.what, list, err)
+		}
 	}
-	if _, _, err := batchOf(t, maxNft(2, 1, maxMapElements+1)); err == nil || !strings.Contains(err.Error(), "does not fit") {
+	// beyond, the length would wrap and the kernel keep a truncated map: buildNft refuses instead
+	if _, _, err := batchOf(t, maxNft(2, 1, maxMapElements+1, 0, 0)); err == nil || !strings.Contains(err.Error(), "does not fit") {
 		t.Errorf("a map of %d entries: %v, want buildNft to refuse it", maxMapElements+1, err)
+	}
+	if _, _, err := batchOf(t, maxNft(2, 1, maxMapElements+1, 1, 1)); err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Errorf("a peer map of %d entries: %v, want buildNft to refuse it", maxMapElements+1, err)
+	}
+	if _, _, err := batchOf(t, maxNft(2, 1, 2, 1, maxPeerElements+1)); err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Errorf("%d peers in the peers' map: %v, want buildNft to refuse it", maxPeerElements+1, err)
 	}
 }
 
@@ -222,6 +251,60 @@ func TestNftSizeLimit(t *testing.T) {
 				t.Errorf("down left:\n%s", diffLines(pre, post))
 			}
 		}()
+	}
+}
+
+// TestNftWorstCase applies, by hand, the largest table validate admits for 254 peers on 8 paths: the
+// fakenet's map and one map for each of the 246 subsets of the paths that some peers may be left with, all
+// of 230 entries (parser.MaxSequenceFor), and the peers' map of 254 VIPs: 3 MB in one transaction, which
+// needs the 4 MiB socket buffers; with the default ones the kernel refuses the batch (EMSGSIZE) and
+// nothing is left.
+func TestNftWorstCase(t *testing.T) {
+	e := newEnv(t)
+	defer e.close()
+	k := parser.MaxSequenceFor(8, 1, 254)
+	n := maxNft(8, 1, k, 246, 254)
+	n.Family, n.Fakenets, n.Table = parser.Inet, []netip.Prefix{netip.MustParsePrefix("10.99.255.0/24")}, "linkagg_tun0"
+	// one VIP per peer: 254 distinct addresses, spread over the 246 groups
+	vips := 0
+	for i := range n.Peers {
+		for j := range n.Peers[i].VIPs {
+			n.Peers[i].VIPs[j] = netip.AddrFrom4([4]byte{10, 99, byte(vips / 250), byte(vips%250 + 2)})
+			vips++
+		}
+	}
+	total, _, err := batchOf(t, n)
+	e.must(err)
+	t.Logf("%d entries per map, %d maps, a batch of %d bytes", k, 1+len(n.Peers), total)
+	fam := nftFamily(parser.Inet)
+	for _, small := range []bool{true, false} {
+		s, err := Open(e.opts())
+		e.must(err)
+		s.nftDefaultBuffers = small
+		err = s.replaceNft("tun0", fam, n.Table, false, n)
+		if small {
+			if err == nil || !errors.Is(err, unix.EMSGSIZE) {
+				t.Errorf("default buffers: %v, want EMSGSIZE", err)
+			}
+			if out := e.nft("list", "tables"); strings.Contains(out, n.Table) {
+				t.Errorf("default buffers: a refused batch left %s", out)
+			}
+			s.Close()
+			continue
+		}
+		if err != nil {
+			t.Fatalf("4 MiB buffers: %v", err)
+		}
+		sizes := mapSizes(t, s, n.Table, parser.Inet)
+		counts := map[int]int{}
+		for _, c := range sizes {
+			counts[c]++
+		}
+		if counts[k] != 1+len(n.Peers) || counts[254] != 1 || len(sizes) != 2+len(n.Peers) {
+			t.Errorf("maps read back: %d maps, by size %v; want %d of %d and the peers' map of 254", len(sizes), counts, 1+len(n.Peers), k)
+		}
+		e.must(s.replaceNft("tun0", fam, n.Table, true, nil))
+		s.Close()
 	}
 }
 

@@ -75,6 +75,17 @@ func TestInet6Group(t *testing.T) {
 	if !st.Converged {
 		t.Errorf("status:\n%s", st)
 	}
+	// a peer that can use path 2 only, and one reached by none: the ip6 per-peer map
+	d.Nft.Peers = []plan.PeerSequence{{VIPs: []netip.Addr{netip.MustParseAddr("fd99:255::20")}, Sequence: []uint32{0x21000000}},
+		{VIPs: []netip.Addr{netip.MustParseAddr("fd99:255::30")}}}
+	_, err = Apply(d, e.opts())
+	e.must(err)
+	if out := e.nft("list", "table", "ip6", "linkagg_tun0"); !strings.Contains(out, "ip6 daddr vmap { fd99:255::20 : goto mark_21000000, fd99:255::30 : accept }") {
+		t.Errorf("no ip6 per-peer map:\n%s", out)
+	}
+	if st, err := Status(d); err != nil || !st.Converged {
+		t.Errorf("status with a per-peer map: %v\n%s", err, st)
+	}
 	_, err = Down(d, DownOptions{Options: e.opts()})
 	e.must(err)
 	if post := e.snapshot(); post != pre {

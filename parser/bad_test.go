@@ -2,6 +2,7 @@ package parser
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"os"
@@ -65,6 +66,27 @@ func v6base(pairs ...any) string {
 		}
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// manyPeers is a group of paths paths and peers peers (fakenet 10.0.0.0/8, NICs in 192.168/16), lines:
+// 1 iface 2 address 3 fakenet 4 the extra line (weight) 5 table 6 own entry, 7.. peers.
+func manyPeers(paths, peers int, extra string) string {
+	var b strings.Builder
+	b.WriteString("iface tun0 inet static\n    address 10.0.0.1\n    fakenet 10.0.0.0/8\n" + extra + "\n    table")
+	for i := range paths {
+		fmt.Fprintf(&b, " %d", 1000+i)
+	}
+	b.WriteString("\n    rspec 10.0.0.1")
+	for i := range paths {
+		fmt.Fprintf(&b, ":192.168.%d.1", i)
+	}
+	for k := range peers {
+		fmt.Fprintf(&b, "\n    rspec 10.%d.%d.%d", 1+k/62500, k/250%250, k%250+2)
+		for i := range paths {
+			fmt.Fprintf(&b, ":192.168.%d.%d", i, 2+k%250)
+		}
+	}
+	return b.String() + "\n"
 }
 
 // tun1With is tun1 (lines 8.. after base: 8 iface 9 address 10 fakenet 11 table 12 rspec) with another
@@ -161,8 +183,10 @@ func badCases() []badCase {
 		{name: "rule-priority 32765 hybrid", files: ifaces(with(8, "    rule-priority 32765\n    mode hybrid")), pos: "interfaces:8", phrase: "expected 2..32764 in mode hybrid"},
 		{name: "rule-priority 1 hybrid", files: ifaces(with(8, "    mode hybrid\n    rule-priority 1")), pos: "interfaces:9", phrase: "rule-priority 1: expected 2..32764 in mode hybrid (its path rules take PRIORITY-1"},
 		{name: "TOML rule-priority 1 hybrid", files: tomls(baseTOML + "mode = \"hybrid\"\nrule-priority = 1\n"), pos: "linkagg/a.toml:10 (tun0.rule-priority)", phrase: "rule-priority 1: expected 2..32764 in mode hybrid"},
-		{name: "weights too long a sequence", files: ifaces(with(8, "    weight 1000 999")), pos: "interfaces:8", phrase: "weights reduce to a sequence of 1999 entries; at most 1024 fit in one nftables transaction (1 fakenet, 2 paths)"},
-		{name: "weights too long for 4 fakenets", files: ifaces(with(4, "    fakenet 10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26", 8, "    weight 400 399")), pos: "interfaces:8", phrase: "weights reduce to a sequence of 799 entries; at most 764 fit in one nftables transaction (4 fakenets, 2 paths)"},
+		{name: "weights too long a sequence", files: ifaces(with(8, "    weight 1000 999")), pos: "interfaces:8", phrase: "weights reduce to a sequence of 1999 entries; at most 1024 fit in one nftables transaction (1 fakenet, 2 paths, 1 peer)"},
+		{name: "weights too long for 4 fakenets", files: ifaces(with(4, "    fakenet 10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26", 8, "    weight 400 399")), pos: "interfaces:8", phrase: "weights reduce to a sequence of 799 entries; at most 764 fit in one nftables transaction (4 fakenets, 2 paths, 1 peer)"},
+		{name: "weights too long for 254 peers on 8 paths", files: ifaces(manyPeers(8, 254, "    weight 100 99 98 97 96 95 94 93")), pos: "interfaces:4", phrase: "weights reduce to a sequence of 772 entries; at most 230 fit in one nftables transaction (1 fakenet, 8 paths, 254 peers)"},
+		{name: "too many peers", files: ifaces(manyPeers(2, 1025, "")), pos: "interfaces:6", phrase: "rspec has 1025 peers: at most 1024 fit the nftables map of peers that lost a path"},
 		{name: "TOML weights too long a sequence", files: tomls(baseTOML + "weight = [1000, 999]\n"), pos: "linkagg/a.toml:9 (tun0.weight)", phrase: "weights reduce to a sequence of 1999 entries; at most 1024"},
 
 		// fakenets that would take traffic the host needs elsewhere

@@ -45,6 +45,7 @@ const (
 	optFwmark   = "fwmark"
 	optMarkMask = "fwmark-mask"
 	optPriority = "rule-priority"
+	optARP      = "arp-isolation"
 	optFamily   = "family" // TOML only: a stanza says it in its iface line
 )
 
@@ -56,7 +57,7 @@ var ownership = []string{optFakenet, optTable, optRspec}
 
 var ourOptions = map[string]bool{
 	optAddress: true, optNetmask: true, optMTU: true, optFakenet: true, optTable: true, optRspec: true,
-	optWeight: true, optMode: true, optFwmark: true, optMarkMask: true, optPriority: true,
+	optWeight: true, optMode: true, optFwmark: true, optMarkMask: true, optPriority: true, optARP: true,
 }
 
 // The caps on paths and fakenets keep the pairwise checks cheap; real groups are far below them (a path
@@ -251,6 +252,18 @@ func build(r *rawGroup) (Group, error) {
 			return g, errAt(w.pos, "rule-priority %q: expected an integer 1..32765", w.s)
 		}
 		g.RulePriority = n
+	}
+
+	if w, ok, err := r.single(optARP); err != nil {
+		return g, err
+	} else if ok {
+		switch w.s {
+		case "on":
+		case "off":
+			g.KeepARP = true
+		default:
+			return g, errAt(w.pos, "arp-isolation %q: expected on or off", w.s)
+		}
 	}
 
 	if err := buildMPTCP(r, &g); err != nil {

@@ -88,8 +88,11 @@ type Group struct {
 
 	MarkMask     uint32
 	RulePriority int
-	Mode         Mode
-	MPTCP        MPTCP // knobs of mode mptcp/hybrid (parser/mptcp.go)
+	// KeepARP (`arp-isolation off`) leaves arp_ignore/arp_announce of the member NICs alone; by default they
+	// are set so that each NIC answers ARP only for its own addresses (plan/build.go memberSysctls).
+	KeepARP bool
+	Mode    Mode
+	MPTCP   MPTCP // knobs of mode mptcp/hybrid (parser/mptcp.go)
 
 	Peers  []Peer // every rspec entry but our own, in file order
 	OwnPos Pos    // where the own rspec entry was written

@@ -391,19 +391,26 @@ func TestLimitsAccepted(t *testing.T) {
 		{"inet6 fakenet /16", v6base(3, "    fakenet fd99::/16")},
 		{"two groups on the same NICs and gateways", base + tun1 + "    rspec 10.98.255.20:10.99.0.20:10.99.1.20\n"},
 		{"a router on one subnet", with(7, "    rspec 10.99.255.1:10.3.23.1")},
+		{"254 peers on 8 paths", manyPeers(8, 254, "    weight 30 29 28 27 26 25 24 21")},
+		{"1024 peers", manyPeers(2, 1024, "")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mustParse(t, "interfaces", tc.text)
 		})
 	}
-	if got := MaxSequenceFor(2, 4); got != 764 {
-		t.Errorf("MaxSequenceFor(2, 4) = %d, the bad corpus says 764", got)
-	}
-	if got, want := MaxSequenceFor(256, 1), MaxSequence; got != want {
-		t.Errorf("MaxSequenceFor(256, 1) = %d, want %d (256 paths of weight 1..4 must fit)", got, want)
-	}
-	if got := MaxSequenceFor(2, 256); got != 0 {
-		t.Errorf("MaxSequenceFor(2, 256) = %d, want 0", got)
+	for _, tc := range []struct{ paths, fakenets, peers, want int }{
+		{2, 1, 1, MaxSequence},
+		{2, 4, 1, 764},     // the bad corpus's case
+		{256, 1, 1, 1024},  // 256 paths of weight 1..4 fit
+		{2, 256, 1, 0},     // 256 fakenets: not even one entry each
+		{8, 1, 254, 230},   // every one of the 246 subsets of 8 paths in use by some of the 254 peers
+		{8, 1, 1, 1024},    // one peer: one peer map at most
+		{4, 1, 254, 1024},  // 10 subsets
+		{3, 16, 1000, 179}, // the default buffer bounds the everyday table first
+	} {
+		if got := MaxSequenceFor(tc.paths, tc.fakenets, tc.peers); got != tc.want {
+			t.Errorf("MaxSequenceFor(%d paths, %d fakenets, %d peers) = %d, want %d", tc.paths, tc.fakenets, tc.peers, got, tc.want)
+		}
 	}
 }
 
@@ -415,5 +422,38 @@ func TestSequenceLength(t *testing.T) {
 		if got := SequenceLength(tc.w); got != tc.want {
 			t.Errorf("SequenceLength(%v) = %d, want %d", tc.w, got, tc.want)
 		}
+	}
+}
+
+// arp-isolation: on by default, `off` keeps the member NICs' ARP sysctls; anything else is one error line.
+func TestARPIsolation(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		keep bool
+	}{{"", false}, {"    arp-isolation on\n", false}, {"    arp-isolation off\n", true}} {
+		g, err := parseOne(t, base+c.line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.KeepARP != c.keep {
+			t.Errorf("%q: KeepARP = %v, want %v", c.line, g.KeepARP, c.keep)
+		}
+	}
+	_, err := parseOne(t, base+"    arp-isolation maybe\n")
+	if err == nil || err.Error() != `interfaces:8: arp-isolation "maybe": expected on or off` {
+		t.Errorf("bad value: %v", err)
+	}
+	_, err = parseOne(t, base+"    arp_isolation off\n")
+	if err == nil || !strings.Contains(err.Error(), `did you mean "arp-isolation"?`) {
+		t.Errorf("misspelt option: %v", err)
+	}
+	gs, err := ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000, 10001]\n"+
+		"arp-isolation = \"off\"\nrspec = [\"10.99.255.10:10.99.0.10:10.99.1.10\", \"10.99.255.20:10.99.0.20:10.99.1.20\"]\n"))
+	if err != nil || len(gs) != 1 || !gs[0].KeepARP {
+		t.Errorf("TOML arp-isolation = \"off\": %v %+v", err, gs)
+	}
+	_, err = ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000]\narp-isolation = \"no\"\nrspec = [\"10.99.255.10:10.99.0.10\"]\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), "a.toml:5 (tun0.arp-isolation): ") {
+		t.Errorf("TOML bad value: %v", err)
 	}
 }

@@ -343,8 +343,11 @@ func validateGroup(g *Group) error {
 		return errAt(g.optPos(optPriority), "rule-priority %d: expected 1..32763 in mode mptcp (its rules take PRIORITY+1 and PRIORITY+2, all before main's 32766)", g.RulePriority)
 	}
 	if g.Mode != ModeMPTCP {
-		if k, max := SequenceLength(g.Weights), MaxSequenceFor(n, len(g.Fakenets)); k > max {
-			return errAt(g.optPos(optWeight), "weights reduce to a sequence of %d entries; at most %d fit in one nftables transaction (%s, %s): expected smaller weights (the sequence is their sum divided by their greatest common divisor) or fewer fakenets (each holds its own copy)", k, max, plural(len(g.Fakenets), "fakenet"), plural(n, "path"))
+		if len(g.Peers) > MaxPeers {
+			return errAt(g.optPos(optRspec), "rspec has %d peers: at most %d fit the nftables map of peers that lost a path", len(g.Peers), MaxPeers)
+		}
+		if k, max := SequenceLength(g.Weights), MaxSequenceFor(n, len(g.Fakenets), len(g.Peers)); k > max {
+			return errAt(g.optPos(optWeight), "weights reduce to a sequence of %d entries; at most %d fit in one nftables transaction (%s, %s, %s): expected smaller weights (the sequence is their sum divided by their greatest common divisor) or fewer fakenets (each holds its own copy)", k, max, plural(len(g.Fakenets), "fakenet"), plural(n, "path"), plural(len(g.Peers), "peer"))
 		}
 	}
 
@@ -471,40 +474,66 @@ func SequenceLength(weights []int) int {
 	return sum / g
 }
 
-// The nftables table of a group (apply/nft.go) is sent in one netlink message batch, and each fakenet's
-// numgen map holds the whole sequence, one element per entry. Measured on the kernel (apply's
-// TestNftSizeLimit) and in google/nftables' encoding (TestNftBatchEstimate):
+// The nftables table of a group (apply/nft.go) is sent in one netlink message batch: each fakenet's
+// numgen map holds the whole sequence, one element per entry, and so does the map of every group of peers
+// that lost some paths but not all (their own sequence over the paths they still reach), plus one element
+// per such peer in the map that picks their sequence. Measured on the kernel (apply's TestNftSizeLimit)
+// and in google/nftables' encoding (TestNftBatchEstimate):
 //   - an element takes 52 bytes, and one map's elements travel in one netlink attribute whose length
 //     field has 16 bits: above 1260 elements the length wraps and the kernel silently keeps a truncated map
 //     (numgen then finds no entry for most packets);
 //   - the whole batch must fit the socket's send buffer, 212992 bytes by default (net.core.wmem_default;
-//     the kernel takes at most that minus 32), or it is refused with EMSGSIZE.
+//     the kernel takes at most that minus 32), or it is refused with EMSGSIZE. apply asks for 4 MiB (as
+//     nft does), which needs CAP_NET_ADMIN in the initial user namespace or a large net.core.wmem_max.
 //
-// The limits below keep a margin under both: MaxSequence entries per map, and a batch estimated from the
-// per-path and per-fakenet costs (upper bounds of the real encoding) within nftBudget.
+// The limits keep a margin under each: MaxSequence entries per map; the table as it is while every peer
+// uses every path within nftBudget of the default buffer; the table of the worst case (every distinct
+// subset of the paths in use by some peer) within nftBudgetLarge of the 4 MiB one. The byte costs are
+// upper bounds of the real encoding (longest names, inet6, hybrid).
 const (
-	MaxSequence     = 1024
-	nftBudget       = 160 << 10
+	MaxSequence    = 1024
+	MaxPeers       = 1024 // VIPs in the peers' map, whose elements (56 bytes) share one attribute too
+	nftBudget      = 160 << 10
+	nftBudgetLarge = 3 << 20
+
 	nftFixedBytes   = 1024 // batch begin/end, table, base chain, hybrid's MPTCP rule, a replaced table's delete
 	nftPathBytes    = 400  // one mark chain and its rule
-	nftFakenetBytes = 768  // the anonymous map, its element message header and the route chain's rule
-	nftElemBytes    = 52
+	nftFakenetBytes = 768  // a fakenet's map, its element message header and its rule
+	nftPeerMapBytes = 640  // a peer group's chain, its rule, its map and that map's element message header
+	nftPeersBytes   = 512  // the peers' map and its rule
+	nftPeerVIPBytes = 64   // one element of the peers' map
+	nftElemBytes    = 52   // one entry of a sequence map
 )
 
-// MaxSequenceFor is the longest mark sequence a group of paths and fakenets can have (modes packet and
-// hybrid; mode mptcp has no nftables table): 0 when even one entry does not fit.
-func MaxSequenceFor(paths, fakenets int) int {
-	if fakenets < 1 {
-		fakenets = 1
+// NftBatchBytes bounds the size of the nftables batch that makes a group's table: paths mark chains,
+// fakenets maps of entries elements each, and peerMaps more such maps for peers that lost some paths,
+// peerVIPs of them in the peers' map.
+func NftBatchBytes(paths, fakenets, entries, peerMaps, peerVIPs int) int {
+	n := nftFixedBytes + nftPathBytes*paths + (nftFakenetBytes+nftElemBytes*entries)*fakenets +
+		(nftPeerMapBytes+nftElemBytes*entries)*peerMaps
+	if peerVIPs > 0 {
+		n += nftPeersBytes + nftPeerVIPBytes*peerVIPs
 	}
-	n := (nftBudget - NftBatchBytes(paths, fakenets, 0)) / (nftElemBytes * fakenets)
-	return max(0, min(n, MaxSequence))
+	return n
 }
 
-// NftBatchBytes bounds the size of the nftables batch that makes a group's table: paths mark chains,
-// fakenets maps of entries elements each.
-func NftBatchBytes(paths, fakenets, entries int) int {
-	return nftFixedBytes + nftPathBytes*paths + (nftFakenetBytes+nftElemBytes*entries)*fakenets
+// worstPeerMaps is how many peer groups with a sequence of their own a group can have at once: one per
+// subset of its paths other than all, one or none, and at most one per peer.
+func worstPeerMaps(paths, peers int) int {
+	if paths >= 20 {
+		return peers
+	}
+	return max(0, min(peers, 1<<paths-paths-2))
+}
+
+// MaxSequenceFor is the longest mark sequence a group of paths, fakenets and peers can have (modes
+// packet and hybrid; mode mptcp has no nftables table): 0 when even one entry does not fit.
+func MaxSequenceFor(paths, fakenets, peers int) int {
+	fakenets = max(fakenets, 1)
+	m := worstPeerMaps(paths, peers)
+	every := (nftBudget - NftBatchBytes(paths, fakenets, 0, 0, 0)) / (nftElemBytes * fakenets)
+	worst := (nftBudgetLarge - NftBatchBytes(paths, fakenets, 0, m, peers)) / (nftElemBytes * (fakenets + m))
+	return max(0, min(MaxSequence, every, worst))
 }
 
 func plural(n int, what string) string {

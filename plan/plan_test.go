@@ -147,6 +147,23 @@ func TestBuildGolden(t *testing.T) {
 		RulePriority: parser.DefaultRulePriority, Mode: parser.ModePacket,
 		Peers: []parser.Peer{{VIP: a("fd99::20"), Gateways: []netip.Addr{a("fd00:0::20"), a("fd00:1::20")}}},
 	}
+	// three hosts with two NICs each on one switch and one subnet (A .10/.11, B .20/.21, C .30/.31)
+	sw := seedGroup()
+	sw.Tables, sw.Weights, sw.Marks = sw.Tables[:2], []int{1, 1}, sw.Marks[:2]
+	sw.Own = []netip.Addr{a("10.0.0.10"), a("10.0.0.11")}
+	sw.Peers = []parser.Peer{
+		{VIP: a("10.99.255.20"), Gateways: []netip.Addr{a("10.0.0.20"), a("10.0.0.21")}},
+		{VIP: a("10.99.255.30"), Gateways: []netip.Addr{a("10.0.0.30"), a("10.0.0.31")}},
+	}
+	swLinks := func() []Local {
+		return []Local{{Name: "eth0", Up: true, Carrier: true, Addrs: []netip.Prefix{p("10.0.0.10/24")}},
+			{Name: "eth1", Up: true, Carrier: true, Addrs: []netip.Prefix{p("10.0.0.11/24")}}}
+	}
+	swNoARP := sw
+	swNoARP.KeepARP = true
+	// a typo in one peer's gateway of path 2: no subnet of ours holds it
+	swTypo := sw
+	swTypo.Peers = []parser.Peer{sw.Peers[0], {VIP: a("10.99.255.30"), Gateways: []netip.Addr{a("10.0.0.30"), a("10.0.9.31")}}}
 	for _, tc := range []struct {
 		name    string
 		group   parser.Group
@@ -167,6 +184,19 @@ func TestBuildGolden(t *testing.T) {
 		{"seed-eth1-no-carrier-eth2-probe-failed", seedGroup(), seedLinks(), nil, Health{Links: map[string]Down{
 			"eth1": {DownNoCarrier, since}, "eth2": {DownProbeFailed, since.Add(time.Second)}}}},
 		{"two-paths-one-subnet", twoShared, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("10.99.0.10/24")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("10.99.0.11/24")}}}, nil, Health{}},
+		{"switch-all-up", sw, swLinks(), nil, Health{}},
+		// peer .20's NIC of path 2 is silent: .20 takes a sequence of its own over paths 1, 3 and 4
+		{"seed-peer-path2-probe-failed", seedGroup(), seedLinks(), nil, Health{Gateways: map[GatewayKey]Down{
+			{Link: "eth1", Gateway: a("10.99.1.20")}: {DownProbeFailed, since}}}},
+		// B's eth1 died behind the switch: only B loses path 2; C keeps both paths
+		{"switch-peer-b-path2-probe-failed", sw, swLinks(), nil, Health{Gateways: map[GatewayKey]Down{
+			{Link: "eth1", Gateway: a("10.0.0.21")}: {DownProbeFailed, since}}}},
+		// B and C both lost their NIC of path 2: both peers share one sequence over path 1
+		{"switch-both-peers-path2-probe-failed", sw, swLinks(), nil, Health{Gateways: map[GatewayKey]Down{
+			{Link: "eth1", Gateway: a("10.0.0.21")}: {DownProbeFailed, since},
+			{Link: "eth1", Gateway: a("10.0.0.31")}: {DownProbeFailed, since}}}},
+		{"switch-gateway-on-no-subnet", swTypo, swLinks(), nil, Health{}},
+		{"switch-arp-isolation-off", swNoARP, swLinks(), nil, Health{}},
 		{"inet6", v6, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("fd00:0::10/64")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("fd00:1::10/64")}}}, nil, Health{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -29,6 +29,13 @@ func (d Desired) Commands() []string {
 			add("#   path %d table %d weight %d mark %#x: %s on %s, %s since %s (%s)", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev, p.State, p.Since.UTC().Format(time.RFC3339), p.Reason)
 		}
 	}
+	for _, o := range d.PeersOut {
+		if o.State == PathPending {
+			add("#   peer %s: path %d out (%s)", o.Peer, o.Path+1, o.Reason)
+		} else {
+			add("#   peer %s: path %d out, %s since %s (%s)", o.Peer, o.Path+1, o.State, o.Since.UTC().Format(time.RFC3339), o.Reason)
+		}
+	}
 	add("ip tuntap add mode tun name %s   # only if missing", d.TUN.Name)
 	if d.TUN.MTU != 0 {
 		add("ip link set dev %s mtu %d up", d.TUN.Name, d.TUN.MTU)
@@ -104,36 +111,41 @@ func (n *Nft) Script() []string {
 	if n.Family == parser.Inet6 {
 		fam = "ip6"
 	}
-	var marks []uint32
-	for _, m := range n.Sequence {
-		if !containsMark(marks, m) {
-			marks = append(marks, m)
-		}
-	}
 	out := []string{fmt.Sprintf("nft -f - <<'EOF'"), fmt.Sprintf("table %s %s {", fam, n.Table)}
-	for _, m := range marks {
+	for _, m := range n.Marks() {
 		out = append(out, fmt.Sprintf("  chain %s { counter meta mark set meta mark & %#08x ^ %#08x; }", ChainName(m), ^n.Mask, m))
 	}
-	var elems []string
-	for i, m := range n.Sequence {
-		elems = append(elems, fmt.Sprintf("%d : goto %s", i, ChainName(m)))
+	numgen := func(seq []uint32) string {
+		var elems []string
+		for i, m := range seq {
+			elems = append(elems, fmt.Sprintf("%d : goto %s", i, ChainName(m)))
+		}
+		return fmt.Sprintf("numgen inc mod %d vmap { %s }", len(seq), strings.Join(elems, ", "))
+	}
+	var peers []string
+	for i, p := range n.Peers {
+		verdict := "accept" // no path reaches them: unmarked
+		switch {
+		case p.HasChain():
+			verdict = "goto " + SequenceChain(i)
+			out = append(out, fmt.Sprintf("  chain %s { %s; }", SequenceChain(i), numgen(p.Sequence)))
+		case len(p.Sequence) == 1:
+			verdict = "goto " + ChainName(p.Sequence[0])
+		}
+		for _, v := range p.VIPs {
+			peers = append(peers, fmt.Sprintf("%s : %s", v, verdict))
+		}
 	}
 	out = append(out, "  chain route {", "    type route hook output priority mangle; policy accept;")
 	if n.SkipMPTCP {
 		out = append(out, "    meta l4proto tcp tcp option mptcp exists return")
 	}
+	if len(peers) > 0 {
+		out = append(out, fmt.Sprintf("    %s daddr vmap { %s }", fam, strings.Join(peers, ", ")))
+	}
 	for _, fn := range n.Fakenets {
-		out = append(out, fmt.Sprintf("    %s daddr %s numgen inc mod %d vmap { %s }", fam, fn, len(n.Sequence), strings.Join(elems, ", ")))
+		out = append(out, fmt.Sprintf("    %s daddr %s %s", fam, fn, numgen(n.Sequence)))
 	}
 	out = append(out, "  }", "}", "EOF")
 	return out
-}
-
-func containsMark(ms []uint32, m uint32) bool {
-	for _, x := range ms {
-		if x == m {
-			return true
-		}
-	}
-	return false
 }

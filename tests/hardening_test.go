@@ -299,7 +299,7 @@ func hdCases() []hdCase {
 		}), code: 1, line: `DIR/interfaces:9: address 10\.96\.255\.20 is also the VIP of peer 10\.96\.255\.20 of group tun0 \(at DIR/interfaces:7\)`},
 		{name: "rule-priority 1 in mode hybrid", files: line(8, "    mode hybrid\n    rule-priority 1"), code: 1, line: `DIR/interfaces:9: rule-priority 1: expected 2\.\.32764 in mode hybrid`},
 		{name: "rule-priority 32764 in mode mptcp", files: line(8, "    mode mptcp\n    rule-priority 32764"), code: 1, line: `DIR/interfaces:9: rule-priority 32764: expected 1\.\.32763 in mode mptcp`},
-		{name: "weights beyond one nftables transaction", files: line(8, "    weight 1000 999"), code: 1, line: `DIR/interfaces:8: weights reduce to a sequence of 1999 entries; at most 1024 fit in one nftables transaction \(1 fakenet, 2 paths\)`},
+		{name: "weights beyond one nftables transaction", files: line(8, "    weight 1000 999"), code: 1, line: `DIR/interfaces:8: weights reduce to a sequence of 1999 entries; at most 1024 fit in one nftables transaction \(1 fakenet, 2 paths, 1 peer\)`},
 		{name: "TOML weights beyond one nftables transaction", files: func(h *hdHost) { h.write("linkagg/a.toml", tomlBase+"weight = [1000, 999]\n", 0o644) }, code: 1, line: `DIR/linkagg/a\.toml:6 \(tun0\.weight\): weights reduce to a sequence of 1999 entries`},
 
 		// files root must not act on, and files that would hang a read
