@@ -197,6 +197,9 @@ func TestHardeningSaveFails(t *testing.T) {
 	before := ""
 	line := regexp.MustCompile(`^linkagg: \S+/interfaces:1: tun0: apply tun0: (.*?): (?:writing|open) \S+: .*no space left on device \((nothing was written|all (\d+) writes undone)\)$`)
 	sysctls := "sysctl -qw net.ipv4.conf." + h.link(0) + ".rp_filter=1 net.ipv4.conf." + h.link(1) + ".rp_filter=0"
+	for i := range 2 {
+		sysctls += fmt.Sprintf(" net.ipv4.conf.%[1]s.arp_ignore=0 net.ipv4.conf.%[1]s.arp_announce=0", h.link(i))
+	}
 	h.sh(sysctls)
 	before = h.snapshot()
 	failed := map[string]bool{} // the steps whose state write failed after kernel writes

@@ -426,6 +426,7 @@ func TestHardeningIfupdownBadInput(t *testing.T) {
 			before := kernelSnapshot(t, l.NS("A"))
 			out, err := l.Ifupdown("A", "ifup", "tun0")
 			if err == nil {
+				l.Ifupdown("A", "ifdown", "tun0", l.Link("A", 0), l.Link("A", 1)) // the next case starts clean
 				t.Fatalf("ifup tun0 succeeded:\n%s", out)
 			}
 			var ours []string
