@@ -724,3 +724,47 @@ func TestPeerSequences(t *testing.T) {
 		t.Errorf("not striped again: la0 +%d la1 +%d", after[0]-before[0], after[1]-before[1])
 	}
 }
+
+// The TUN's gso_max_size (the unit of striping): set on our TUN and on a user's TUN, read back for IPv4
+// too (gso_ipv4_max_size follows it), converged on the second apply, and put back on the user's at Down.
+func TestTUNGSO(t *testing.T) {
+	e := newEnv(t)
+	defer e.close()
+	e.veths(2)
+	d := group("a", 0, 1)
+	d.TUN.GSOMaxSize = 16384
+	res, err := Apply(d, e.opts())
+	e.must(err)
+	l, err := netlink.LinkByName("tun0")
+	e.must(err)
+	if a := l.Attrs(); a.GSOMaxSize != 16384 || (a.GSOIPv4MaxSize != 0 && a.GSOIPv4MaxSize != 16384) {
+		t.Fatalf("gso_max_size %d, gso_ipv4_max_size %d after apply (%q)", a.GSOMaxSize, a.GSOIPv4MaxSize, res.Ops)
+	}
+	if res, err := Apply(d, e.opts()); err != nil || res.Writes != 0 {
+		t.Fatalf("second apply: %q %v", res.Ops, err)
+	}
+	_, err = Down(d, DownOptions{Options: e.opts()})
+	e.must(err)
+
+	// a TUN the admin made (a pre-up line): changed while the group runs, back to 65536 after Down
+	e.ip("tuntap", "add", "mode", "tun", "name", "tun0")
+	_, err = Apply(d, e.opts())
+	e.must(err)
+	l, err = netlink.LinkByName("tun0")
+	e.must(err)
+	if l.Attrs().GSOMaxSize != 16384 {
+		t.Fatalf("user's TUN: gso_max_size %d after apply", l.Attrs().GSOMaxSize)
+	}
+	st, err := Status(d)
+	e.must(err)
+	if !st.Converged {
+		t.Errorf("not converged:\n%s", st)
+	}
+	_, err = Down(d, DownOptions{Options: e.opts()})
+	e.must(err)
+	l, err = netlink.LinkByName("tun0")
+	e.must(err)
+	if l.Attrs().GSOMaxSize != 65536 {
+		t.Errorf("user's TUN: gso_max_size %d after down, want 65536 back", l.Attrs().GSOMaxSize)
+	}
+}

@@ -46,6 +46,7 @@ const (
 	optMarkMask = "fwmark-mask"
 	optPriority = "rule-priority"
 	optARP      = "arp-isolation"
+	optGSO      = "gso-max-size"
 	optFamily   = "family" // TOML only: a stanza says it in its iface line
 )
 
@@ -58,6 +59,7 @@ var ownership = []string{optFakenet, optTable, optRspec}
 var ourOptions = map[string]bool{
 	optAddress: true, optNetmask: true, optMTU: true, optFakenet: true, optTable: true, optRspec: true,
 	optWeight: true, optMode: true, optFwmark: true, optMarkMask: true, optPriority: true, optARP: true,
+	optGSO: true,
 }
 
 // The caps on paths and fakenets keep the pairwise checks cheap; real groups are far below them (a path
@@ -166,6 +168,16 @@ func build(r *rawGroup) (Group, error) {
 			return g, errAt(w.pos, "mtu %q: expected an integer %d..65535", w.s, lo)
 		}
 		g.MTU = n
+	}
+
+	if w, ok, err := r.single(optGSO); err != nil {
+		return g, err
+	} else if ok {
+		n, err := strconv.Atoi(w.s)
+		if err != nil || n < MinGSOMaxSize || n > MaxGSOMaxSize {
+			return g, errAt(w.pos, "gso-max-size %q: expected bytes %d..%d", w.s, MinGSOMaxSize, MaxGSOMaxSize)
+		}
+		g.GSOMaxSize = n
 	}
 
 	o, _ := r.get(optFakenet)

@@ -457,3 +457,24 @@ func TestARPIsolation(t *testing.T) {
 		t.Errorf("TOML bad value: %v", err)
 	}
 }
+
+// gso-max-size: bytes in MinGSOMaxSize..MaxGSOMaxSize, else one error line at its file:line.
+func TestGSOMaxSize(t *testing.T) {
+	g, err := parseOne(t, base+"    gso-max-size 8192\n")
+	if err != nil || g.GSOMaxSize != 8192 {
+		t.Fatalf("gso-max-size 8192: %v %d", err, g.GSOMaxSize)
+	}
+	if g, err := parseOne(t, base); err != nil || g.GSOMaxSize != 0 {
+		t.Fatalf("default: %v %d", err, g.GSOMaxSize)
+	}
+	for _, v := range []string{"4095", "65537", "16k", "0"} {
+		_, err := parseOne(t, base+"    gso-max-size "+v+"\n")
+		if want := `interfaces:8: gso-max-size "` + v + `": expected bytes 4096..65536`; err == nil || err.Error() != want {
+			t.Errorf("gso-max-size %s: %v, want %s", v, err, want)
+		}
+	}
+	gs, err := ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000]\ngso-max-size = 32768\nrspec = [\"10.99.255.10:10.99.0.10\"]\n"))
+	if err != nil || len(gs) != 1 || gs[0].GSOMaxSize != 32768 {
+		t.Errorf("TOML gso-max-size = 32768: %v %+v", err, gs)
+	}
+}

@@ -29,7 +29,7 @@ func Build(in Input) (Desired, error) {
 		Group:  g.ID(),
 		Family: g.Family,
 		Mode:   mode,
-		TUN:    TUN{Name: g.Iface, MTU: g.MTU},
+		TUN:    TUN{Name: g.Iface, MTU: g.MTU, GSOMaxSize: gsoMaxSize(g, mode)},
 		VIP:    netip.PrefixFrom(g.VIP, bits),
 	}
 	present := upLinks(in)
@@ -108,6 +108,23 @@ func Build(in Input) (Desired, error) {
 		buildMPTCP(g, &d, active, bits)
 	}
 	return d, nil
+}
+
+// DefaultGSOMaxSize is the TUN's gso_max_size in the modes that stripe packets (see TUN.GSOMaxSize). TCP
+// hands the output hook bursts of up to gso_max_size bytes, each marked as one unit, so a flow's bytes go
+// to the links in units of that size; links that deliver units at different times reorder the flow by up
+// to a unit's serialization time, far beyond what TCP's RACK tolerates on a LAN. Smaller units interleave
+// the links finely; the value is the measured optimum of make bench (README, Benchmarks).
+const DefaultGSOMaxSize = 16384
+
+func gsoMaxSize(g parser.Group, mode parser.Mode) int {
+	if mode == parser.ModeMPTCP {
+		return 0 // subflows take their routes from the member NICs, never from the TUN
+	}
+	if g.GSOMaxSize != 0 {
+		return g.GSOMaxSize
+	}
+	return DefaultGSOMaxSize
 }
 
 // upLinks drops links that are down or being taken down, and the group's own TUN.

@@ -76,6 +76,10 @@ func (p Path) Active() bool { return p.State == PathActive }
 type TUN struct {
 	Name string
 	MTU  int // 0: leave alone
+	// GSOMaxSize is the TUN's gso_max_size (0: leave alone). A socket to the fakenet takes its route, and so
+	// its largest GSO burst, from the TUN before our output hook re-routes it to a member NIC: this caps
+	// the unit that one mark sends down one link (plan/build.go DefaultGSOMaxSize).
+	GSOMaxSize int `json:",omitempty"`
 }
 
 // Route is one route we own. Gateway is invalid for a device route (the fakenet route via the TUN).

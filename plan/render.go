@@ -37,11 +37,14 @@ func (d Desired) Commands() []string {
 		}
 	}
 	add("ip tuntap add mode tun name %s   # only if missing", d.TUN.Name)
+	link := "ip link set dev " + d.TUN.Name
 	if d.TUN.MTU != 0 {
-		add("ip link set dev %s mtu %d up", d.TUN.Name, d.TUN.MTU)
-	} else {
-		add("ip link set dev %s up", d.TUN.Name)
+		link += fmt.Sprintf(" mtu %d", d.TUN.MTU)
 	}
+	if d.TUN.GSOMaxSize != 0 {
+		link += fmt.Sprintf(" gso_max_size %d", d.TUN.GSOMaxSize)
+	}
+	add("%s up", link)
 	add("ip %s addr replace %s dev %s", ipf, d.VIP, d.TUN.Name)
 	for _, s := range d.Sysctls {
 		add("sysctl -w %s=%s", strings.ReplaceAll(s.Key, "/", "."), s.Value)
