@@ -444,3 +444,6 @@ func checkIfaceName(name string, p Pos) error {
 	}
 	return nil
 }
+
+// OptionPos tells where option name was written, or the group's own position when it was not.
+func (g *Group) OptionPos(name string) Pos { return g.optPos(name) }

@@ -32,6 +32,9 @@ func Build(in Input) (Desired, error) {
 		TUN:    TUN{Name: g.Iface, MTU: g.MTU, GSOMaxSize: gsoMaxSize(g, mode)},
 		VIP:    netip.PrefixFrom(g.VIP, bits),
 	}
+	if err := CheckHost(g, in.Links); err != nil {
+		return Desired{}, err
+	}
 	present := upLinks(in)
 	links := usableLinks(in, present)
 

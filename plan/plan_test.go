@@ -268,3 +268,35 @@ func checkGolden(t *testing.T, name string, in Input) {
 		t.Errorf("plan differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
 	}
 }
+
+// CheckHost: another link's address inside a fakenet (or equal to the VIP) is refused at the option's
+// position; the group's own TUN, other families and addresses outside the fakenets are fine.
+func TestCheckHost(t *testing.T) {
+	g := seedGroup()
+	g.OptPos = map[string]parser.Pos{"fakenet": {File: "interfaces", Line: 7}, "address": {File: "interfaces", Line: 3}}
+	for _, tc := range []struct {
+		name  string
+		links []Local
+		want  string
+	}{
+		{"seed links", seedLinks(), ""},
+		{"a NIC inside the fakenet", append(seedLinks(), Local{Name: "eth9", Up: true, Addrs: []netip.Prefix{p("10.99.255.77/24")}}),
+			"interfaces:7: fakenet 10.99.255.0/24 overlaps 10.99.255.77/24 of eth9: its route via tun0 would take that subnet's traffic; expected a fakenet no link of this host is on"},
+		{"a NIC subnet holding the fakenet", append(seedLinks(), Local{Name: "br0", Addrs: []netip.Prefix{p("10.99.0.1/16")}}),
+			"interfaces:7: fakenet 10.99.255.0/24 overlaps 10.99.0.1/16 of br0"},
+		{"the VIP on lo", append(seedLinks(), Local{Name: "lo", Up: true, Addrs: []netip.Prefix{p("10.99.255.10/32")}}),
+			"interfaces:3: address 10.99.255.10 (the VIP of tun0) is also an address of lo"},
+		{"inet6 on a NIC", append(seedLinks(), Local{Name: "eth9", Addrs: []netip.Prefix{p("fd99::1/64")}}), ""},
+	} {
+		err := CheckHost(g, tc.links)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
+		}
+		if _, berr := Build(Input{Group: g, Links: tc.links}); (berr == nil) != (err == nil) {
+			t.Errorf("%s: Build says %v, CheckHost %v", tc.name, berr, err)
+		}
+	}
+}

@@ -258,6 +258,12 @@ func hdCases() []hdCase {
 			os.Chmod(h.confdir(), 0o777)
 		}, code: 1, line: `DIR/linkagg: directory DIR/linkagg is writable by group/others \(mode 0777\): refusing`},
 
+		// the host's links make the group a black hole: exit 1 at the option's line, nothing written
+		{name: "a NIC address inside the fakenet", files: line(1, "iface tun0 inet static"), setup: "ip addr add 10.96.255.77/32 dev lo",
+			code: 1, line: `DIR/interfaces:4: fakenet 10\.96\.255\.0/24 overlaps 10\.96\.255\.77/32 of lo: its route via tun0 would take that subnet's traffic`},
+		{name: "the VIP on another link", files: line(1, "iface tun0 inet static"), setup: "ip addr add 10.96.255.10/32 dev lo",
+			code: 1, line: `DIR/interfaces:2: address 10\.96\.255\.10 \(the VIP of tun0\) is also an address of lo`},
+
 		// conflicts with the kernel: exit 3, refused before the first write, named at the option's line
 		{name: "table used by a foreign rule", files: line(1, "iface tun0 inet static"), setup: "ip rule add from 10.95.0.10 lookup 31001 pref 500",
 			code: 3, line: `DIR/interfaces:5: tun0: apply tun0: table 31001 is used by a foreign ip rule \(pref 500 from 10\.95\.0\.10/32 lookup 31001, proto \d+\): expected`},
@@ -334,7 +340,7 @@ func TestHardeningBadInputCLI(t *testing.T) {
 				h.sh(tc.setup)
 				t.Cleanup(func() {
 					exec.Command("ip", "netns", "exec", h.ns(), "sh", "-c",
-						"ip rule del pref 500 2>/dev/null; nft flush ruleset; ip link del tun0 2>/dev/null; ip mptcp endpoint flush; "+
+						"ip rule del pref 500 2>/dev/null; ip addr flush dev lo scope global; nft flush ruleset; ip link del tun0 2>/dev/null; ip mptcp endpoint flush; "+
 							"ip route flush table 31001; ip route del 10.96.255.0/24 2>/dev/null; true").Run()
 				})
 			}
@@ -343,6 +349,9 @@ func TestHardeningBadInputCLI(t *testing.T) {
 			defer cancel()
 			r := execResult(h.linkaggCmd(ctx, tc.wrap, nil, "apply"))
 			checkOneLine(t, r, tc.code, "linkagg: "+strings.ReplaceAll(tc.line, "DIR", regexp.QuoteMeta(h.dir)))
+			if tc.code == 1 { // a configuration error: `linkagg validate` says the same
+				checkOneLine(t, execResult(h.linkaggCmd(ctx, tc.wrap, nil, "validate")), 1, "linkagg: "+strings.ReplaceAll(tc.line, "DIR", regexp.QuoteMeta(h.dir)))
+			}
 			sameKernel(t, tc.name, before, h.snapshot())
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
 	"github.com/linkagg/linkagg-hooks/health"
 	"github.com/linkagg/linkagg-hooks/parser"
+	"github.com/linkagg/linkagg-hooks/plan"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -186,6 +187,16 @@ func validate(e *engine.Engine, files []string, stdout io.Writer) error {
 			groups = append(groups, gs...)
 		}
 		if err := parser.Validate(groups); err != nil {
+			return &engine.ConfigError{Err: err}
+		}
+	}
+	// what the host's links make a black hole (plan.CheckHost): read-only, no lock
+	links, err := e.Links()
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if err := plan.CheckHost(g, links); err != nil {
 			return &engine.ConfigError{Err: err}
 		}
 	}

@@ -157,6 +157,10 @@ func Select(cfg *parser.Config, ids []string) ([]*parser.Group, error) {
 func (ev *Event) Desired(g *parser.Group, exclude []string) (plan.Desired, error) {
 	e := ev.e
 	d, err := plan.Build(plan.Input{Group: *g, Links: ev.Links, Exclude: exclude, Health: e.Health(ev.Links)})
+	var pe *parser.Error
+	if err != nil && !errors.As(err, &pe) {
+		err = fmt.Errorf("%s: %w", g.ID(), err) // a parser.Error names its file:line and the group already
+	}
 	if err != nil {
 		return plan.Desired{}, &ConfigError{err}
 	}
@@ -185,7 +189,7 @@ func (ev *Event) Up(groups []*parser.Group, exclude []string) error {
 		ev.e.doing("planning %s", g.ID())
 		d, err := ev.Desired(g, exclude)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
+			errs = append(errs, err)
 			continue
 		}
 		ev.e.doing("applying %s", g.ID())
@@ -392,7 +396,7 @@ func (ev *Event) handleGroup(in hooks.Intent, groups []*parser.Group) error {
 		for _, g := range groups {
 			d, err := ev.Desired(g, nil)
 			if err != nil {
-				return fmt.Errorf("%s: %w", g.ID(), err)
+				return err
 			}
 			ev.e.doing("checking %s against the kernel", g.ID())
 			if err := ev.S.Precheck(d); err != nil {
