@@ -78,7 +78,7 @@ func nftConverged(c *nftables.Conn, tab *nftables.Table, n *plan.Nft, tag string
 	if err != nil {
 		return false, fmt.Errorf("listing nft chains: %w", err)
 	}
-	want := map[string]int{RouteChain: len(n.Fakenets) + b2i(n.SkipMPTCP) + b2i(len(n.Peers) > 0)}
+	want := map[string]int{RouteChain: len(n.Fakenets) + b2i(n.SkipMPTCP) + b2i(n.PinMPTCP != nil) + b2i(len(n.Peers) > 0)}
 	for _, m := range n.Marks() {
 		want[MarkChain(m)] = 1
 	}
@@ -192,15 +192,36 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 		}})
 	}
-	if n.SkipMPTCP {
-		// mode hybrid: `meta l4proto tcp tcp option mptcp exists return` (TCP option kind 30)
-		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: []expr.Any{
+	mptcpOption := []expr.Any{ // `tcp option mptcp exists` (TCP option kind 30)
+		&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 30, Offset: 0, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+	}
+	if pin := n.PinMPTCP; pin != nil {
+		// mode hybrid: `meta l4proto tcp ip saddr VIP tcp option mptcp exists goto mark_PRIMARY`
+		var offset, length uint32 = 12, 4 // ip saddr
+		if n.Family == parser.Inet6 {
+			offset, length = 8, 16
+		}
+		if pin.Src.Is6() != (n.Family == parser.Inet6) {
+			return fmt.Errorf("the VIP %s is not of family %s", pin.Src, n.Family)
+		}
+		exprs := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 30, Offset: 0, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
-			&expr.Verdict{Kind: expr.VerdictReturn},
-		}})
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(pin.Src)},
+		}
+		exprs = append(append(exprs, mptcpOption...), &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(pin.Mark)})
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: exprs})
+	}
+	if n.SkipMPTCP {
+		// mode hybrid: `meta l4proto tcp tcp option mptcp exists return`
+		exprs := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		}
+		exprs = append(append(exprs, mptcpOption...), &expr.Verdict{Kind: expr.VerdictReturn})
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: exprs})
 	}
 	var offset, length uint32 = 16, 4 // ip daddr
 	if n.Family == parser.Inet6 {

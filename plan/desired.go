@@ -115,10 +115,21 @@ type Nft struct {
 	// SkipMPTCP (mode hybrid): TCP segments carrying an MPTCP option leave the chain unmarked first, so a
 	// subflow is never striped across links.
 	SkipMPTCP bool `json:",omitempty"`
+	// PinMPTCP (mode hybrid): TCP segments from the VIP that carry an MPTCP option, the first subflow of an
+	// MPTCP connection, take the primary path's mark instead of the sequence (before SkipMPTCP's rule).
+	// A rule `from VIP lookup PRIMARY` would do the same, but it would also give every plain TCP socket
+	// the primary NIC as its route at connect, and with it that NIC's GSO size instead of the TUN's.
+	PinMPTCP *MPTCPPin `json:",omitempty"`
 	// Peers are the peers that cannot use every path of Sequence (a gateway of theirs is silent or on no
 	// subnet of ours): packets to them take a sequence of their own, over the paths they can use, looked up
 	// by destination before the fakenet rule. Empty while every peer uses every active path.
 	Peers []PeerSequence `json:",omitempty"`
+}
+
+// MPTCPPin gives the MPTCP segments from Src the mark Mark.
+type MPTCPPin struct {
+	Src  netip.Addr
+	Mark uint32
 }
 
 // PeerSequence is the mark sequence of the peers whose VIPs are listed (they share the same usable

@@ -140,6 +140,9 @@ func (n *Nft) Script() []string {
 		}
 	}
 	out = append(out, "  chain route {", "    type route hook output priority mangle; policy accept;")
+	if pin := n.PinMPTCP; pin != nil {
+		out = append(out, fmt.Sprintf("    meta l4proto tcp %s saddr %s tcp option mptcp exists goto %s", fam, pin.Src, ChainName(pin.Mark)))
+	}
 	if n.SkipMPTCP {
 		out = append(out, "    meta l4proto tcp tcp option mptcp exists return")
 	}
