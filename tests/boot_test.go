@@ -684,7 +684,9 @@ func TestBootPackage(t *testing.T) {
 	srv := exec.Command("nsenter", "-t", strconv.Itoa(B.leader), "-a", "--", "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
 		"iperf3", "-s", "-1", "-p", "5261")
 	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	must(t, srv.Start())
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Wait() }()
 	l.eventually(5*time.Second, "iperf3 server in lb-b listening", func() (bool, string) {
