@@ -9,6 +9,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
@@ -22,7 +23,16 @@ func main() {
 	}
 	log := engine.NewLogger("linkagg-networkd", os.Getenv("LINKAGG_VERBOSE") == "1")
 	e := engine.New(log)
-	if err := e.HandleNetworkd(ev); err != nil {
+	// at the deadline: a failure for the event of a group's own TUN, none for any other interface's
+	stop := e.Watchdog(fmt.Sprintf("%s %s: ", ev.Iface, ev.State), func() int {
+		if e.OwnEvent.Load() {
+			return 1
+		}
+		return 0
+	})
+	err := e.HandleNetworkd(ev)
+	stop()
+	if err != nil {
 		log.Errorf("%s %s: %v", ev.Iface, ev.State, err)
 		os.Exit(1)
 	}
