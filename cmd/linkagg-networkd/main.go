@@ -1,5 +1,5 @@
 // Command linkagg-networkd is the hook networkd-dispatcher runs from its state folders
-// (/etc/networkd-dispatcher/{routable,degraded,carrier,no-carrier,off}.d) for every link whose operational
+// (/usr/lib/networkd-dispatcher/{routable,degraded,carrier,no-carrier,off}.d) for every link whose operational
 // state changes. It reads IFACE, STATE, OperationalState, AdministrativeState, IP_ADDRS, IP6_ADDRS and the
 // `json` variable, and converges the groups of /etc/linkagg/*.toml that use the interface: a group's own
 // TUN brings it up or down, a member NIC's carrier joins or leaves its path. The dispatcher passes its own
