@@ -482,14 +482,7 @@ func TestEnsureTUNKeep(t *testing.T) {
 func TestPacketsStriped(t *testing.T) {
 	e := newEnv(t)
 	defer e.close()
-	e.veths(2)
-	var recv *net.UDPConn
-	e.inB(func() {
-		_, err := Apply(group("b", 0, 1), Options{RunDir: t.TempDir()})
-		e.must(err)
-		recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.99.255.20"), Port: 4789})
-		e.must(err)
-	})
+	recv := e.peerB()
 	defer recv.Close()
 	_, err := Apply(group("a", 0, 1), e.opts())
 	e.must(err)
@@ -575,6 +568,20 @@ func TestPacketsStriped(t *testing.T) {
 	}
 }
 
+// peerB makes two veth paths, applies B's group and listens for UDP on B's VIP.
+func (e *env) peerB() *net.UDPConn {
+	e.t.Helper()
+	e.veths(2)
+	var recv *net.UDPConn
+	e.inB(func() {
+		_, err := Apply(group("b", 0, 1), Options{RunDir: e.t.TempDir()})
+		e.must(err)
+		recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.99.255.20"), Port: 4789})
+		e.must(err)
+	})
+	return recv
+}
+
 func drain(c *net.UDPConn) int {
 	buf := make([]byte, 2048)
 	n := 0
@@ -634,14 +641,7 @@ func TestLinks(t *testing.T) {
 func TestPeerSequences(t *testing.T) {
 	e := newEnv(t)
 	defer e.close()
-	e.veths(2)
-	var recv *net.UDPConn
-	e.inB(func() {
-		_, err := Apply(group("b", 0, 1), Options{RunDir: t.TempDir()})
-		e.must(err)
-		recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.99.255.20"), Port: 4789})
-		e.must(err)
-	})
+	recv := e.peerB()
 	defer recv.Close()
 	d := group("a", 0, 1)
 	// B (.20) can use path 1 only; .30 is reached by no path; .40 and .50 by a sequence of their own (a

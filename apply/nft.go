@@ -361,31 +361,34 @@ func (s *Session) flushNft(c *nftables.Conn, group string, fam nftables.TableFam
 }
 
 func describeNft(n *plan.Nft) string {
-	var seq []string
-	for _, m := range n.Sequence {
-		seq = append(seq, fmt.Sprintf("%#x", m))
-	}
-	var fns []string
-	for _, f := range n.Fakenets {
-		fns = append(fns, f.String())
-	}
 	skip := ""
 	if n.SkipMPTCP {
 		skip = ", MPTCP segments unmarked"
 	}
+	if n.PinMPTCP != nil {
+		skip += fmt.Sprintf(", the VIP's MPTCP segments %#x", n.PinMPTCP.Mark)
+	}
 	peers := ""
 	for _, p := range n.Peers {
-		var ps []string
-		for _, m := range p.Sequence {
-			ps = append(ps, fmt.Sprintf("%#x", m))
-		}
-		var vs []string
-		for _, v := range p.VIPs {
-			vs = append(vs, v.String())
-		}
-		peers += fmt.Sprintf(", %s -> [%s]", strings.Join(vs, ","), strings.Join(ps, " "))
+		peers += fmt.Sprintf(", %s -> [%s]", joinStrings(p.VIPs, ","), joinMarks(p.Sequence))
 	}
-	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]%s%s", famName(n.Family), n.Table, strings.Join(fns, ","), strings.Join(seq, " "), peers, skip)
+	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]%s%s", famName(n.Family), n.Table, joinStrings(n.Fakenets, ","), joinMarks(n.Sequence), peers, skip)
+}
+
+func joinMarks(ms []uint32) string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, fmt.Sprintf("%#x", m))
+	}
+	return strings.Join(out, " ")
+}
+
+func joinStrings[T fmt.Stringer](xs []T, sep string) string {
+	var out []string
+	for _, x := range xs {
+		out = append(out, x.String())
+	}
+	return strings.Join(out, sep)
 }
 
 func famName(f parser.Family) string {

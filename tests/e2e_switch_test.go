@@ -229,23 +229,18 @@ func switchFlows(t *testing.T, l *Lab, addr string) {
 // TestE2ESwitchFlat: every NIC of every host on ONE subnet of one switch. Each path's routes must leave by
 // the path's own NIC (not the first NIC of the subnet), each NIC must answer ARP only for its own address,
 // rp_filter must be loose on hosts that are strict, and one flow gets both NICs in both directions.
-func TestE2ESwitchFlat(t *testing.T) {
-	l := NewSwitchLab(t, "swf", []string{"A", "B", "C"}, 2, swRate)
-	before := switchUp(t, l, "flat")
-	checkSwitchKernel(t, l, "flat")
-	switchFlows(t, l, "flat")
-	checkNeighbours(t, l, "flat")
-	checkNoResidue(t, l, before)
-}
+func TestE2ESwitchFlat(t *testing.T) { switchCase(t, "swf", "flat") }
 
 // TestE2ESwitchPerNIC: one subnet per NIC (the seed's own addressing), all on one switch: every host hears
 // every ARP request on every NIC, and only the NIC holding the address may answer.
-func TestE2ESwitchPerNIC(t *testing.T) {
-	l := NewSwitchLab(t, "swp", []string{"A", "B", "C"}, 2, swRate)
-	before := switchUp(t, l, "pernic")
-	checkSwitchKernel(t, l, "pernic")
-	switchFlows(t, l, "pernic")
-	checkNeighbours(t, l, "pernic")
+func TestE2ESwitchPerNIC(t *testing.T) { switchCase(t, "swp", "pernic") }
+
+func switchCase(t *testing.T, prefix, addr string) {
+	l := NewSwitchLab(t, prefix, []string{"A", "B", "C"}, 2, swRate)
+	before := switchUp(t, l, addr)
+	checkSwitchKernel(t, l, addr)
+	switchFlows(t, l, addr)
+	checkNeighbours(t, l, addr)
 	checkNoResidue(t, l, before)
 }
 

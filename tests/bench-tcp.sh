@@ -1,0 +1,133 @@
+#!/bin/bash
+# bench-tcp.sh (make bench): one TCP flow VIP -> VIP in every mode, under cubic and bbr (iperf3 -C), on the
+# link sets 4x250, 300/200 and 400/250/100/150 Mbit/s (two hosts, tests/lab/twohost.sh: veth pairs shaped
+# with htb both ways), configured through the real ifupdown (tests/lab/ifupdown-netns.sh) with weights equal
+# to the link rates. Each figure is the median of REPEAT runs of SECS seconds (the first OMIT not counted),
+# the configurations alternating within each run; each ratio is to the sum of the links alone, measured in
+# the same run (a plain flow over each link's own subnet).
+#   alone       each link alone, summed
+#   packet      mode packet, linkagg's defaults (gso-max-size 16384)
+#   gsoN        mode packet with gso-max-size N (gso65536: the kernel's default, no cap on the striping unit)
+#   script      the same state as `packet` made by the ip/nft commands of `linkagg plan` (hand-written way)
+#   hyb-tcp     mode hybrid, a plain TCP flow (striped)
+#   hyb-mptcp   mode hybrid, an MPTCP flow (mptcpize run)
+#   mptcp       mode mptcp, an MPTCP flow (mptcpize run)
+# and, for packet and the gsoN variants, the CPU the flow costs: the whole machine's busy time during the flow (both
+# hosts share its cores) in percent of one core, and iperf3's own sender/receiver process CPU.
+# Needs root, build/bin (make build) and the packages of make deps.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+lab=$top/tests/lab
+bin=$top/build/bin
+REPEAT=${REPEAT:-3}
+LINKSETS=${LINKSETS:-"250,250,250,250 300,200 400,250,100,150"}
+CCS=${CCS:-"cubic bbr"}
+CONFIGS=${CONFIGS:-"packet gso65536 gso8192 script hyb-tcp hyb-mptcp mptcp"}
+P=lgtcp
+NET=93
+# shellcheck source=lab/benchlib.sh
+. "$lab/benchlib.sh"
+[ "$(id -u)" = 0 ] || { echo "bench-tcp needs root (network namespaces)" >&2; exit 1; }
+[ -x "$bin/linkagg-ifupdown" ] || { echo "no $bin/linkagg-ifupdown: run make build" >&2; exit 1; }
+work=$(mktemp -d)
+chmod 755 "$work"
+cleanup() {
+  for h in A B; do [ -f "$work/etc-$h/interfaces" ] && "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown -a >/dev/null 2>&1 || true; done
+  "$lab/twohost.sh" down $P >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# interfaces H N RATES MODE GSO: host H's (.N) NICs and its tun0 group
+interfaces() {
+  local h=$1 n=$2 mode=$4 gso=$5 i peer
+  local -a r=(${3//,/ })
+  local l=$(echo "$h" | tr AB ab)
+  {
+    for i in "${!r[@]}"; do printf 'auto %s%s%d\niface %s%s%d inet static\n    address 10.%d.%d.%d/24\n\n' $P $l $i $P $l $i $NET $i $n; done
+    printf 'auto tun0\niface tun0 inet static\n    address 10.%d.255.%d\n    netmask 255.255.255.255\n' $NET $n
+    printf '    fakenet 10.%d.255.0/24\n    table' $NET; for i in "${!r[@]}"; do printf ' %d' $((43000 + i)); done
+    printf '\n    weight %s\n    mode %s\n' "${r[*]}" "$mode"
+    [ -z "$gso" ] || printf '    gso-max-size %s\n' "$gso"
+    for peer in 10 20; do printf '    rspec 10.%d.255.%d' $NET $peer; for i in "${!r[@]}"; do printf ':10.%d.%d.%d' $NET $i $peer; done; echo; done
+  } > "$work/etc-$h/interfaces"
+}
+
+# configure RATES MODE GSO: both hosts' tun0 taken down and brought up again by ifupdown with the new stanza
+configure() {
+  for h in A B; do
+    "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null 2>&1 || true
+    interfaces $h $([ $h = A ] && echo 10 || echo 20) "$1" "$2" "$3"
+    "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifup -a >/dev/null
+  done
+}
+
+busy() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+# flow_cpu CC [WRAP] -> "MBIT MACHINE_BUSY_%_OF_ONE_CORE SENDER_CPU RECEIVER_CPU RETRANSMITS"
+flow_cpu() {
+  local b0 b1 out
+  b0=$(busy); out=$(iperf_flow ${P}A ${P}B 10.$NET.255.20 "$@"); b1=$(busy)
+  python3 -c "import sys,os
+b0=[int(x) for x in sys.argv[1].split()]; b1=[int(x) for x in sys.argv[2].split()]; m,s,r,x=sys.argv[3].split()
+print(m, round(100.0*(b1[0]-b0[0])/(b1[1]-b0[1])*os.cpu_count(),1), s, r, x)" "$b0" "$b1" "$out"
+}
+
+echo "== one TCP flow, every mode, cubic and bbr, $REPEAT runs of ${SECS}s (first ${OMIT}s not counted), median; $(nproc) cores, $(uname -r), $(date -u +%F)"
+for set in $LINKSETS; do
+  rates=${set//,/ }
+  read -r -a r <<<"$rates"
+  NET=$NET ADDR=0 "$lab/twohost.sh" up $P "$rates" >/dev/null
+  for h in A B; do
+    mkdir -p "$work/etc-$h"/if-{pre-up,up,down,post-down}.d
+    for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do ln -sfn "$bin/linkagg-ifupdown" "$work/etc-$h/$d/linkagg"; done
+  done
+  declare -A res=()
+  for rep in $(seq "$REPEAT"); do
+    for cc in $CCS; do
+      configure "$set" packet ""
+      sum=0
+      for i in "${!r[@]}"; do read -r v _ <<<"$(iperf_flow ${P}A ${P}B 10.$NET.$i.20 $cc)"; sum=$(python3 -c "print($sum + $v)"); done
+      res[$cc,alone]+=" $sum"
+      for c in $CONFIGS; do
+        case $c in
+          packet) configure "$set" packet ""; out=$(flow_cpu $cc) ;;
+          gso*) configure "$set" packet "${c#gso}"; out=$(flow_cpu $cc) ;;
+          script)
+            configure "$set" packet ""
+            for h in A B; do
+              ip netns exec $P$h "$bin/linkagg" --interfaces "$work/etc-$h/interfaces" --confdir "$work/none" --run-dir "$work/etc-$h/run-linkagg" plan > "$work/plan$h.sh"
+              "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null
+              ip netns exec $P$h bash "$work/plan$h.sh" >/dev/null 2>&1
+            done
+            out=$(flow_cpu $cc)
+            for h in A B; do ip netns exec $P$h nft delete table ip linkagg_tun0; ip -n $P$h link del tun0; ip netns exec $P$h bash -c 'ip rule flush; ip rule add pref 32766 lookup main; ip rule add pref 32767 lookup default'; done ;;
+          hyb-tcp) configure "$set" hybrid ""; out=$(flow_cpu $cc) ;;
+          hyb-mptcp) configure "$set" hybrid ""; out=$(flow_cpu $cc "mptcpize run") ;;
+          mptcp) configure "$set" mptcp ""; out=$(flow_cpu $cc "mptcpize run") ;;
+        esac
+        read -r m cpu s rcv x <<<"$out"
+        res[$cc,$c]+=" $m"; res[$cc,$c,cpu]+=" $cpu"; res[$cc,$c,snd]+=" $s"; res[$cc,$c,rcv]+=" $rcv"; res[$cc,$c,rtx]+=" $x"
+        echo "   ${set} run $rep $cc $c: $out (Mbit/s, machine busy % of a core, sender %, receiver %, retransmits)" >&2
+      done
+    done
+  done
+  for h in A B; do "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown -a >/dev/null 2>&1 || true; done
+  "$lab/twohost.sh" down $P >/dev/null
+  echo "-- links ${rates// //} Mbit/s"
+  for cc in $CCS; do
+    s=$(median ${res[$cc,alone]})
+    line=$(printf '  %-5s alone %6s' $cc "$s")
+    for c in $CONFIGS; do
+      m=$(median ${res[$cc,$c]})
+      line+=$(printf ' | %s %6s (%s)' $c "$m" "$(ratio "$m" "$s")")
+    done
+    echo "$line"
+    for c in $CONFIGS; do
+      case $c in packet|gso*)
+        printf '  %-5s   %-7s CPU: machine %5s%% of a core, iperf3 sender %5s%%, receiver %5s%%, retransmits %s\n' $cc $c \
+          "$(median ${res[$cc,$c,cpu]})" "$(median ${res[$cc,$c,snd]})" "$(median ${res[$cc,$c,rcv]})" "$(median ${res[$cc,$c,rtx]})" ;;
+      esac
+    done
+  done
+  unset res
+done
