@@ -198,7 +198,9 @@ func transparentApplyDown(t *testing.T) {
 
 	// a scope change: status shows it as drift, apply writes the map only
 	units := transparentDesired(plan.Transparent{Units: []string{"lgtest-x.service"}})
-	if st := e.tStatus(fs, units); st.Converged || !slices.ContainsFunc(st.Drift, func(s string) bool { return strings.Contains(s, "set mptcp-transparent scope lgtest-x.service (was all)") }) {
+	if st := e.tStatus(fs, units); st.Converged || !slices.ContainsFunc(st.Drift, func(s string) bool {
+		return strings.Contains(s, "set mptcp-transparent scope lgtest-x.service (was all)")
+	}) {
 		t.Errorf("status of a changed scope:\n%s\n%q", st, st.Drift)
 	}
 	links := kernelLinks(t, cookie)
