@@ -91,9 +91,47 @@ func (s *Session) Apply(d plan.Desired) (Result, error) {
 func newFootprint(d plan.Desired, old Footprint) Footprint {
 	return Footprint{
 		Group: d.Group, Family: d.Family, TUN: d.TUN.Name, CreatedTUN: old.CreatedTUN,
-		AddedVIP: old.AddedVIP, OrigMTU: old.OrigMTU, SetMTU: old.SetMTU,
+		AddedVIP: old.AddedVIP, OrigMTU: old.OrigMTU, SetMTU: old.SetMTU, OrigGSO: old.OrigGSO, SetGSO: old.SetGSO,
 		Tables: groupTables(d), Nft: d.Nft,
 	}
+}
+
+// syncGSO sets the TUN's gso_max_size (the largest burst a socket to the fakenet hands down, and so the
+// unit of striping). On a TUN that is not ours the old value is kept in the footprint for Down.
+func syncGSO(t *txn, l netlink.Link, tun plan.TUN, ours bool, next *Footprint) error {
+	if tun.GSOMaxSize == 0 {
+		return nil
+	}
+	was := int(l.Attrs().GSOMaxSize)
+	t.count("tun", 0, 0, 0)
+	if was == tun.GSOMaxSize {
+		return nil
+	}
+	if !ours {
+		if next.OrigGSO == 0 {
+			next.OrigGSO = was
+		}
+		next.SetGSO = tun.GSOMaxSize
+	}
+	return t.do("link", fmt.Sprintf("set %s gso_max_size %d (was %d)", tun.Name, tun.GSOMaxSize, was),
+		func() error { return t.s.setGSO(l, tun.GSOMaxSize) },
+		func() error { return t.s.setGSO(l, was) })
+}
+
+// setGSO writes gso_max_size and reads it back: a kernel that ignores IFLA_GSO_MAX_SIZE on an existing link
+// must not look converged.
+func (s *Session) setGSO(l netlink.Link, size int) error {
+	if err := s.nl.LinkSetGSOMaxSize(l, size); err != nil {
+		return err
+	}
+	got, err := s.linkByIndex(l.Attrs().Index)
+	if err != nil || got == nil {
+		return fmt.Errorf("reading back %s: %v", l.Attrs().Name, err)
+	}
+	if int(got.Attrs().GSOMaxSize) != size {
+		return fmt.Errorf("this kernel did not change gso_max_size of %s (still %d): set gso-max-size 65536 to leave it alone", l.Attrs().Name, got.Attrs().GSOMaxSize)
+	}
+	return nil
 }
 
 func (s *Session) hasAddr(l netlink.Link, p string) (bool, error) {
@@ -172,6 +210,9 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 				func() error { return s.nl.LinkSetMTU(l, was) }); err != nil {
 				return fmt.Errorf("tun: %w", err)
 			}
+		}
+		if err := syncGSO(t, l, d.TUN, ours, next); err != nil {
+			return fmt.Errorf("tun: %w", err)
 		}
 		if a.Flags&net.FlagUp == 0 {
 			if err := t.do("link", fmt.Sprintf("set %s up", name),
@@ -323,6 +364,11 @@ func (s *Session) DownExcept(d plan.Desired, keepTUN bool, claimed []int) (Resul
 				step("vip", t.do("addresses", fmt.Sprintf("delete address %s dev %s", vip, d.TUN.Name),
 					func() error { return s.nl.AddrDel(l, a) }, nil))
 			}
+		}
+		// the same for gso_max_size
+		if !ours && fp.OrigGSO != 0 && fp.SetGSO != 0 && int(l.Attrs().GSOMaxSize) == fp.SetGSO && fp.OrigGSO != fp.SetGSO {
+			step("tun", t.do("link", fmt.Sprintf("restore %s gso_max_size %d", d.TUN.Name, fp.OrigGSO),
+				func() error { return s.setGSO(l, fp.OrigGSO) }, nil))
 		}
 		// the MTU goes back only while it is still the one the configuration asked for and we set
 		if !ours && fp.OrigMTU != 0 && d.TUN.MTU != 0 && fp.SetMTU == d.TUN.MTU && l.Attrs().MTU == d.TUN.MTU && fp.OrigMTU != d.TUN.MTU {

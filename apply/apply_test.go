@@ -628,3 +628,143 @@ func TestLinks(t *testing.T) {
 		t.Errorf("lo has global addresses: %+v", lo)
 	}
 }
+
+// A peer that cannot use every path takes a sequence of its own (plan.Nft.Peers): packets to it leave only
+// by its paths, packets to the other peers keep the full sequence, and the table reads back as converged.
+func TestPeerSequences(t *testing.T) {
+	e := newEnv(t)
+	defer e.close()
+	e.veths(2)
+	var recv *net.UDPConn
+	e.inB(func() {
+		_, err := Apply(group("b", 0, 1), Options{RunDir: t.TempDir()})
+		e.must(err)
+		recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.99.255.20"), Port: 4789})
+		e.must(err)
+	})
+	defer recv.Close()
+	d := group("a", 0, 1)
+	// B (.20) can use path 1 only; .30 is reached by no path; .40 and .50 by a sequence of their own (a
+	// chain), the rest of the fakenet by the default sequence
+	d.Nft.Peers = []plan.PeerSequence{
+		{VIPs: []netip.Addr{netip.MustParseAddr("10.99.255.20")}, Sequence: []uint32{0x10000000}},
+		{VIPs: []netip.Addr{netip.MustParseAddr("10.99.255.30")}},
+		{VIPs: []netip.Addr{netip.MustParseAddr("10.99.255.40"), netip.MustParseAddr("10.99.255.50")}, Sequence: []uint32{0x11000000, 0x10000000, 0x11000000}},
+	}
+	d.Routes = slices.DeleteFunc(d.Routes, func(r plan.Route) bool { return r.Table == 10001 })
+	_, err := Apply(d, e.opts())
+	e.must(err)
+	out := e.nft("list", "table", "ip", "linkagg_tun0")
+	t.Logf("nft list table ip linkagg_tun0:\n%s", out)
+	for _, want := range []string{
+		"ip daddr vmap { 10.99.255.20 : goto mark_10000000, 10.99.255.30 : accept, 10.99.255.40 : goto peers_2, 10.99.255.50 : goto peers_2 }",
+		"numgen inc mod 3 vmap { 0 : goto mark_11000000, 1 : goto mark_10000000, 2 : goto mark_11000000 }",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("nft table lacks %q", want)
+		}
+	}
+	st, err := Status(d)
+	e.must(err)
+	if !st.Converged {
+		t.Fatalf("not converged after apply:\n%s", st)
+	}
+	if res, err := Apply(d, e.opts()); err != nil || res.Writes != 0 {
+		t.Fatalf("second apply: %d writes %q, %v", res.Writes, res.Ops, err)
+	}
+
+	send, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.99.255.10")})
+	e.must(err)
+	defer send.Close()
+	tx := func() [2]uint64 {
+		var v [2]uint64
+		for i, n := range []string{"la0", "la1"} {
+			l, err := netlink.LinkByName(n)
+			e.must(err)
+			v[i] = l.Attrs().Statistics.TxPackets
+		}
+		return v
+	}
+	dst := &net.UDPAddr{IP: net.ParseIP("10.99.255.20"), Port: 4789}
+	for range 4 {
+		_, err := send.WriteToUDP([]byte("warm"), dst)
+		e.must(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	drain(recv)
+	before := tx()
+	const N = 100
+	for i := range N {
+		_, err := send.WriteToUDP([]byte(fmt.Sprintf("datagram %d", i)), dst)
+		e.must(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	after := tx()
+	got := drain(recv)
+	t.Logf("to .20: la0 +%d, la1 +%d; B received %d of %d", after[0]-before[0], after[1]-before[1], got, N)
+	if after[0]-before[0] < N || after[1]-before[1] > 5 || got < N-5 {
+		t.Errorf("packets to the peer with one usable path left by both links or were lost")
+	}
+
+	// the peer back on both paths: the table is replaced by the plain sequence, and both links carry it
+	_, err = Apply(group("a", 0, 1), e.opts())
+	e.must(err)
+	if out := e.nft("list", "table", "ip", "linkagg_tun0"); strings.Contains(out, "daddr vmap") {
+		t.Errorf("per-peer map left after the peer is back:\n%s", out)
+	}
+	before = tx()
+	for i := range N {
+		_, err := send.WriteToUDP([]byte(fmt.Sprintf("datagram %d", i)), dst)
+		e.must(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	after = tx()
+	drain(recv)
+	if after[0]-before[0] < N/2-5 || after[1]-before[1] < N/2-5 {
+		t.Errorf("not striped again: la0 +%d la1 +%d", after[0]-before[0], after[1]-before[1])
+	}
+}
+
+// The TUN's gso_max_size (the unit of striping): set on our TUN and on a user's TUN, read back for IPv4
+// too (gso_ipv4_max_size follows it), converged on the second apply, and put back on the user's at Down.
+func TestTUNGSO(t *testing.T) {
+	e := newEnv(t)
+	defer e.close()
+	e.veths(2)
+	d := group("a", 0, 1)
+	d.TUN.GSOMaxSize = 16384
+	res, err := Apply(d, e.opts())
+	e.must(err)
+	l, err := netlink.LinkByName("tun0")
+	e.must(err)
+	if a := l.Attrs(); a.GSOMaxSize != 16384 || (a.GSOIPv4MaxSize != 0 && a.GSOIPv4MaxSize != 16384) {
+		t.Fatalf("gso_max_size %d, gso_ipv4_max_size %d after apply (%q)", a.GSOMaxSize, a.GSOIPv4MaxSize, res.Ops)
+	}
+	if res, err := Apply(d, e.opts()); err != nil || res.Writes != 0 {
+		t.Fatalf("second apply: %q %v", res.Ops, err)
+	}
+	_, err = Down(d, DownOptions{Options: e.opts()})
+	e.must(err)
+
+	// a TUN the admin made (a pre-up line): changed while the group runs, back to 65536 after Down
+	e.ip("tuntap", "add", "mode", "tun", "name", "tun0")
+	_, err = Apply(d, e.opts())
+	e.must(err)
+	l, err = netlink.LinkByName("tun0")
+	e.must(err)
+	if l.Attrs().GSOMaxSize != 16384 {
+		t.Fatalf("user's TUN: gso_max_size %d after apply", l.Attrs().GSOMaxSize)
+	}
+	st, err := Status(d)
+	e.must(err)
+	if !st.Converged {
+		t.Errorf("not converged:\n%s", st)
+	}
+	_, err = Down(d, DownOptions{Options: e.opts()})
+	e.must(err)
+	l, err = netlink.LinkByName("tun0")
+	e.must(err)
+	if l.Attrs().GSOMaxSize != 65536 {
+		t.Errorf("user's TUN: gso_max_size %d after down, want 65536 back", l.Attrs().GSOMaxSize)
+	}
+}

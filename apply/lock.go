@@ -99,6 +99,21 @@ func lock(dir *rundir.Dir, timeout time.Duration) (func(), error) {
 	}, nil
 }
 
+// LockHolder is who holds the lock of runDir as the holder wrote it ("pid 812 linkagg-ifupdown"), or "".
+// It reads without locking: for the message of a run that gave up waiting.
+func LockHolder(runDir string) string {
+	dir, err := rundir.OpenExisting(runDir)
+	if err != nil {
+		return ""
+	}
+	defer dir.Close()
+	b, err := dir.Read("lock")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // lockName is the abstract socket name of a run dir (at most 107 bytes).
 func lockName(dir string) string {
 	n := "linkagg-lock:" + dir

@@ -167,6 +167,7 @@ func TestMPTCPRollbackEveryWrite(t *testing.T) {
 	hybrid := mptcpDesired(0, 1)
 	nft := *packet.Nft
 	nft.SkipMPTCP = true
+	nft.PinMPTCP = &plan.MPTCPPin{Src: hybrid.VIP.Addr(), Mark: nft.Sequence[0]}
 	hybrid.Mode, hybrid.Nft = parser.ModeHybrid, &nft
 	hybrid.Rules = append(slices.Clone(packet.Rules), hybrid.Rules...)
 	for _, c := range []struct {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -17,6 +18,14 @@ import (
 
 	"github.com/linkagg/linkagg-hooks/parser"
 	"github.com/linkagg/linkagg-hooks/plan"
+)
+
+// How many elements of a map fit the one netlink attribute that carries them (its length has 16 bits;
+// beyond, it wraps and the kernel keeps a truncated map without an error): 52 bytes per element of a
+// numgen map, at most 56 per element of the peers' map.
+const (
+	maxMapElements  = 1260
+	maxPeerElements = 1170
 )
 
 // RouteChain is the base chain of our table (type route, hook output, priority mangle).
@@ -69,9 +78,14 @@ func nftConverged(c *nftables.Conn, tab *nftables.Table, n *plan.Nft, tag string
 	if err != nil {
 		return false, fmt.Errorf("listing nft chains: %w", err)
 	}
-	want := map[string]int{RouteChain: len(n.Fakenets) + b2i(n.SkipMPTCP)}
-	for _, m := range n.Sequence {
+	want := map[string]int{RouteChain: len(n.Fakenets) + b2i(n.SkipMPTCP) + b2i(n.PinMPTCP != nil) + b2i(len(n.Peers) > 0)}
+	for _, m := range n.Marks() {
 		want[MarkChain(m)] = 1
+	}
+	for i, p := range n.Peers {
+		if p.HasChain() {
+			want[plan.SequenceChain(i)] = 1
+		}
 	}
 	seen := 0
 	for _, ch := range chains {
@@ -94,7 +108,7 @@ func nftConverged(c *nftables.Conn, tab *nftables.Table, n *plan.Nft, tag string
 			if got, _ := userdata.GetString(r.UserData, userdata.TypeComment); got != tag {
 				return false, nil
 			}
-			if ch.Name != RouteChain && !slices.ContainsFunc(r.Exprs, isCounter) {
+			if strings.HasPrefix(ch.Name, "mark_") && !slices.ContainsFunc(r.Exprs, isCounter) {
 				return false, nil // a table made before mark chains counted: replaced once
 			}
 		}
@@ -164,13 +178,7 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 		Name: RouteChain, Table: tab, Type: nftables.ChainTypeRoute,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle, Policy: &policy,
 	})
-	var marks []uint32
-	for _, m := range n.Sequence {
-		if !slices.Contains(marks, m) {
-			marks = append(marks, m)
-		}
-	}
-	for _, m := range marks {
+	for _, m := range n.Marks() {
 		if m&^n.Mask != 0 {
 			return fmt.Errorf("mark %#x has bits outside the mask %#x", m, n.Mask)
 		}
@@ -184,56 +192,128 @@ func buildNft(c *nftables.Conn, group string, n *plan.Nft) error {
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 		}})
 	}
-	if n.SkipMPTCP {
-		// mode hybrid: `meta l4proto tcp tcp option mptcp exists return` (TCP option kind 30)
-		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: []expr.Any{
+	mptcpOption := []expr.Any{ // `tcp option mptcp exists` (TCP option kind 30)
+		&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 30, Offset: 0, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+	}
+	if pin := n.PinMPTCP; pin != nil {
+		// mode hybrid: `meta l4proto tcp ip saddr VIP tcp option mptcp exists goto mark_PRIMARY`
+		var offset, length uint32 = 12, 4 // ip saddr
+		if n.Family == parser.Inet6 {
+			offset, length = 8, 16
+		}
+		if pin.Src.Is6() != (n.Family == parser.Inet6) {
+			return fmt.Errorf("the VIP %s is not of family %s", pin.Src, n.Family)
+		}
+		exprs := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 30, Offset: 0, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
-			&expr.Verdict{Kind: expr.VerdictReturn},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(pin.Src)},
+		}
+		exprs = append(append(exprs, mptcpOption...), &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(pin.Mark)})
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: exprs})
+	}
+	if n.SkipMPTCP {
+		// mode hybrid: `meta l4proto tcp tcp option mptcp exists return`
+		exprs := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		}
+		exprs = append(append(exprs, mptcpOption...), &expr.Verdict{Kind: expr.VerdictReturn})
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: exprs})
+	}
+	var offset, length uint32 = 16, 4 // ip daddr
+	if n.Family == parser.Inet6 {
+		offset, length = 24, 16 // ip6 daddr
+	}
+	daddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length}
+	if len(n.Peers) > 0 {
+		// `ip daddr vmap { PEER : goto peers_I, … }`: the peers that cannot use every path take their own
+		// sequence (or, reached by no path, stay unmarked)
+		set := &nftables.Set{Table: tab, Anonymous: true, Constant: true, IsMap: true,
+			KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict}
+		if n.Family == parser.Inet6 {
+			set.KeyType = nftables.TypeIP6Addr
+		}
+		var elems []nftables.SetElement
+		for i, p := range n.Peers {
+			v := &expr.Verdict{Kind: expr.VerdictAccept}
+			if len(p.Sequence) == 1 {
+				v = &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(p.Sequence[0])}
+			}
+			if p.HasChain() {
+				v = &expr.Verdict{Kind: expr.VerdictGoto, Chain: plan.SequenceChain(i)}
+				ch := c.AddChain(&nftables.Chain{Name: plan.SequenceChain(i), Table: tab})
+				exprs, err := numgenMap(c, tab, p.Sequence)
+				if err != nil {
+					return err
+				}
+				c.AddRule(&nftables.Rule{Table: tab, Chain: ch, UserData: ud, Exprs: exprs})
+			}
+			for _, vip := range p.VIPs {
+				if vip.Is6() != (n.Family == parser.Inet6) {
+					return fmt.Errorf("peer %s is not of family %s", vip, n.Family)
+				}
+				elems = append(elems, nftables.SetElement{Key: be(vip), VerdictData: v})
+			}
+		}
+		if len(elems) > maxPeerElements {
+			return fmt.Errorf("nft spec of %s: the map of the %d peers with sequences of their own does not fit one netlink attribute (at most %d)", group, len(elems), maxPeerElements)
+		}
+		if err := c.AddSet(set, elems); err != nil {
+			return fmt.Errorf("nft map: %w", err)
+		}
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: []expr.Any{
+			daddr,
+			&expr.Lookup{SourceRegister: 1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID},
 		}})
 	}
 	for _, fn := range n.Fakenets {
 		fn = fn.Masked()
-		var offset, length uint32 = 16, 4 // ip daddr
-		if fn.Addr().Is6() {
-			offset, length = 24, 16 // ip6 daddr
-		}
 		if (fn.Addr().Is6()) != (n.Family == parser.Inet6) {
 			return fmt.Errorf("fakenet %s is not of family %s", fn, n.Family)
 		}
-		exprs := []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
-		}
+		exprs := []expr.Any{daddr}
 		if fn.Bits() < fn.Addr().BitLen() {
 			mask := prefixIPNet(fn).Mask
 			exprs = append(exprs, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: length,
 				Mask: []byte(mask), Xor: make([]byte, length)})
 		}
 		exprs = append(exprs, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(fn.Addr())})
-		set := &nftables.Set{Table: tab, Anonymous: true, Constant: true, IsMap: true,
-			KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
-		var elems []nftables.SetElement
-		for i, m := range n.Sequence {
-			elems = append(elems, nftables.SetElement{
-				Key:         binaryutil.BigEndian.PutUint32(uint32(i)),
-				VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(m)},
-			})
+		ng, err := numgenMap(c, tab, n.Sequence)
+		if err != nil {
+			return err
 		}
-		if err := c.AddSet(set, elems); err != nil {
-			return fmt.Errorf("nft map: %w", err)
-		}
-		exprs = append(exprs,
-			&expr.Numgen{Register: 1, Modulus: uint32(len(n.Sequence)), Type: unix.NFT_NG_INCREMENTAL},
-			// google/nftables tags every constant set as big endian (NFTNL_UDATA_SET_KEYBYTEORDER), so the
-			// keys are big endian and the host-order numgen value is converted, as nft itself does.
-			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-			&expr.Lookup{SourceRegister: 1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID},
-		)
-		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: exprs})
+		c.AddRule(&nftables.Rule{Table: tab, Chain: route, UserData: ud, Exprs: append(exprs, ng...)})
 	}
 	return nil
+}
+
+// numgenMap queues the anonymous map of seq and returns `numgen inc mod len(seq) vmap { i : goto mark_… }`.
+func numgenMap(c *nftables.Conn, tab *nftables.Table, seq []uint32) ([]expr.Any, error) {
+	if len(seq) > maxMapElements {
+		return nil, fmt.Errorf("a mark sequence of %d entries does not fit one netlink attribute (at most %d)", len(seq), maxMapElements)
+	}
+	set := &nftables.Set{Table: tab, Anonymous: true, Constant: true, IsMap: true,
+		KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
+	var elems []nftables.SetElement
+	for i, m := range seq {
+		elems = append(elems, nftables.SetElement{
+			Key:         binaryutil.BigEndian.PutUint32(uint32(i)),
+			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: MarkChain(m)},
+		})
+	}
+	if err := c.AddSet(set, elems); err != nil {
+		return nil, fmt.Errorf("nft map: %w", err)
+	}
+	return []expr.Any{
+		&expr.Numgen{Register: 1, Modulus: uint32(len(seq)), Type: unix.NFT_NG_INCREMENTAL},
+		// google/nftables tags every constant set as big endian (NFTNL_UDATA_SET_KEYBYTEORDER), so the
+		// keys are big endian and the host-order numgen value is converted, as nft itself does.
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+		&expr.Lookup{SourceRegister: 1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID},
+	}, nil
 }
 
 // replaceNft swaps our table for the one of n (nil: no table) in one transaction.
@@ -250,7 +330,34 @@ func (s *Session) replaceNft(group string, fam nftables.TableFamily, name string
 			return err
 		}
 	}
-	return c.Flush()
+	return s.flushNft(c, group, fam, name, n)
+}
+
+// flushNft sends c's transaction, after which the table name of family fam must be n (nil: gone). ENOBUFS
+// means the acknowledgements overflowed our receive buffer (see nftBufferBytes): the kernel processed the
+// whole batch, atomically, and only the answers were lost; the table read back tells whether it landed.
+func (s *Session) flushNft(c *nftables.Conn, group string, fam nftables.TableFamily, name string, n *plan.Nft) error {
+	err := c.Flush()
+	if err == nil || !errors.Is(err, unix.ENOBUFS) {
+		return err
+	}
+	r, rerr := s.nft()
+	if rerr != nil {
+		return err
+	}
+	tab, rerr := findTable(r, fam, name)
+	switch {
+	case rerr != nil:
+		return err
+	case n == nil && tab == nil:
+		return nil
+	case n != nil && tab != nil:
+		if ok, cerr := nftConverged(r, tab, n, NftTag(group, n)); cerr == nil && ok {
+			s.logf("nft table %s %s: the kernel's acknowledgements overflowed the socket buffer; the table read back is the one sent", nftFamName(fam), name)
+			return nil
+		}
+	}
+	return err
 }
 
 func describeNft(n *plan.Nft) string {
@@ -266,7 +373,19 @@ func describeNft(n *plan.Nft) string {
 	if n.SkipMPTCP {
 		skip = ", MPTCP segments unmarked"
 	}
-	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]%s", famName(n.Family), n.Table, strings.Join(fns, ","), strings.Join(seq, " "), skip)
+	peers := ""
+	for _, p := range n.Peers {
+		var ps []string
+		for _, m := range p.Sequence {
+			ps = append(ps, fmt.Sprintf("%#x", m))
+		}
+		var vs []string
+		for _, v := range p.VIPs {
+			vs = append(vs, v.String())
+		}
+		peers += fmt.Sprintf(", %s -> [%s]", strings.Join(vs, ","), strings.Join(ps, " "))
+	}
+	return fmt.Sprintf("nft table %s %s: %s -> sequence [%s]%s%s", famName(n.Family), n.Table, strings.Join(fns, ","), strings.Join(seq, " "), peers, skip)
 }
 
 func famName(f parser.Family) string {
@@ -348,12 +467,14 @@ func (s *Session) restoreNft(group string, fam nftables.TableFamily, name string
 		if tab != nil {
 			c.DelTable(tab)
 		}
+		var want *plan.Nft
 		if prev != nil && prev.Table == name && nftFamily(prev.Family) == fam {
 			if err := buildNft(c, group, prev); err != nil {
 				return err
 			}
+			want = prev
 		}
-		return c.Flush()
+		return s.flushNft(c, group, fam, name, want)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	nlconn "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
@@ -32,6 +33,8 @@ type Session struct {
 	writes int // kernel writes of this session, across its runs (failAt counts them)
 	// failSave: test hook, saving the state after a run's writes fails with this error
 	failSave error
+	// nftDefaultBuffers: test hook, the nftables sockets keep the kernel's default buffer sizes
+	nftDefaultBuffers bool
 }
 
 // Open starts a session in the calling thread's network namespace: it checks (and creates) the run dir and
@@ -127,11 +130,39 @@ func (s *Session) logf(format string, args ...any) {
 
 // nft opens a netlink socket to nftables in the session's namespace for one transaction.
 func (s *Session) nft() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(s.ns)))
+	opts := []nftables.ConnOption{nftables.WithNetNSFd(int(s.ns))}
+	if !s.nftDefaultBuffers {
+		opts = append(opts, nftables.WithSockOptions(nftBuffers))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	return c, nil
+}
+
+// nftBufferBytes sizes the send and receive buffers of our nftables sockets. google/nftables sends a
+// whole transaction in one sendmsg (refused with EMSGSIZE beyond the send buffer) and asks an
+// acknowledgement for every message of it, which the kernel queues before we read any: with the default
+// 208 KiB receive buffer, a table of ~110 paths or more overflows it (ENOBUFS), although the kernel
+// committed the transaction. Like nft(8), we force larger buffers (CAP_NET_ADMIN), or else raise them as far
+// as net.core.{w,r}mem_max allow; parser.MaxSequenceFor keeps validated tables within the default send
+// buffer anyway, and replaceNft reads the table back after ENOBUFS.
+const nftBufferBytes = 4 << 20
+
+func nftBuffers(c *nlconn.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil // best effort
+	}
+	_ = rc.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], nftBufferBytes) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], nftBufferBytes)
+			}
+		}
+	})
+	return nil
 }
 
 // genlExec runs one generic netlink request on the session's socket.

@@ -27,6 +27,8 @@ type Footprint struct {
 	AddedVIP   string        `json:"added_vip,omitempty"`   // the VIP prefix we added to the TUN
 	OrigMTU    int           `json:"orig_mtu,omitempty"`    // MTU of a TUN not ours before we changed it
 	SetMTU     int           `json:"set_mtu,omitempty"`     // the MTU we set on such a TUN
+	OrigGSO    int           `json:"orig_gso,omitempty"`    // gso_max_size of a TUN not ours before we changed it
+	SetGSO     int           `json:"set_gso,omitempty"`     // the gso_max_size we set on such a TUN
 	Tables     []int         `json:"tables,omitempty"`      // routing tables of its rules and routes
 	Nft        *plan.Nft     `json:"nft,omitempty"`         // the nft table last applied (name, family, marks)
 	Endpoints  []EndpointRef `json:"endpoints,omitempty"`   // MPTCP endpoints we added
@@ -41,7 +43,7 @@ type EndpointRef struct {
 }
 
 func (f *Footprint) empty() bool {
-	return f.TUN == "" && f.AddedVIP == "" && f.OrigMTU == 0 && len(f.Tables) == 0 && f.Nft == nil && len(f.Endpoints) == 0 && f.Transparent == ""
+	return f.TUN == "" && f.AddedVIP == "" && f.OrigMTU == 0 && f.OrigGSO == 0 && len(f.Tables) == 0 && f.Nft == nil && len(f.Endpoints) == 0 && f.Transparent == ""
 }
 
 // merge adds to f what o has that f lacks (the write-ahead footprint is old ∪ new).
@@ -55,6 +57,9 @@ func (f *Footprint) merge(o Footprint) {
 	}
 	if f.OrigMTU == 0 {
 		f.OrigMTU, f.SetMTU = o.OrigMTU, o.SetMTU
+	}
+	if f.OrigGSO == 0 {
+		f.OrigGSO, f.SetGSO = o.OrigGSO, o.SetGSO
 	}
 	for _, t := range o.Tables {
 		if !slices.Contains(f.Tables, t) {
@@ -158,6 +163,10 @@ func (s *Session) checkFootprint(fp *Footprint) {
 	if fp.OrigMTU != 0 && (fp.OrigMTU < 68 || fp.OrigMTU > 65535 || fp.SetMTU == 0) {
 		warn("mtu", fp.OrigMTU)
 		fp.OrigMTU, fp.SetMTU = 0, 0
+	}
+	if fp.OrigGSO != 0 && (fp.OrigGSO < 1 || fp.OrigGSO > 1<<20 || fp.SetGSO < parser.MinGSOMaxSize || fp.SetGSO > parser.MaxGSOMaxSize) {
+		warn("gso_max_size", fp.OrigGSO)
+		fp.OrigGSO, fp.SetGSO = 0, 0
 	}
 	fp.Tables = slices.DeleteFunc(fp.Tables, func(t int) bool {
 		bad := !validTable(t)

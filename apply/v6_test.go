@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -45,6 +46,22 @@ func TestInet6Group(t *testing.T) {
 		seq = append(seq, mark, mark) // weight 2:2 -> K = 4
 	}
 	d.Nft = &plan.Nft{Family: parser.Inet6, Table: "linkagg_tun0", Fakenets: []netip.Prefix{fakenet}, Mask: 0xff000000, Sequence: seq}
+	// the kernel adds the local routes of the new addresses once the links are up: wait for both, or the
+	// snapshot below races with them
+	for i := 0; i < 100; i++ {
+		rs, err := listRoutes(netlink.FAMILY_V6)
+		e.must(err)
+		local := 0
+		for _, r := range rs {
+			if r.Table == unix.RT_TABLE_LOCAL && r.Dst != nil && (r.Dst.IP.String() == "fd99::10" || r.Dst.IP.String() == "fd99:1::10") {
+				local++
+			}
+		}
+		if local == 2 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	pre := e.snapshot()
 
 	res, err := Apply(d, e.opts())
@@ -74,6 +91,17 @@ func TestInet6Group(t *testing.T) {
 	e.must(err)
 	if !st.Converged {
 		t.Errorf("status:\n%s", st)
+	}
+	// a peer that can use path 2 only, and one reached by none: the ip6 per-peer map
+	d.Nft.Peers = []plan.PeerSequence{{VIPs: []netip.Addr{netip.MustParseAddr("fd99:255::20")}, Sequence: []uint32{0x21000000}},
+		{VIPs: []netip.Addr{netip.MustParseAddr("fd99:255::30")}}}
+	_, err = Apply(d, e.opts())
+	e.must(err)
+	if out := e.nft("list", "table", "ip6", "linkagg_tun0"); !strings.Contains(out, "ip6 daddr vmap { fd99:255::20 : goto mark_21000000, fd99:255::30 : accept }") {
+		t.Errorf("no ip6 per-peer map:\n%s", out)
+	}
+	if st, err := Status(d); err != nil || !st.Converged {
+		t.Errorf("status with a per-peer map: %v\n%s", err, st)
 	}
 	_, err = Down(d, DownOptions{Options: e.opts()})
 	e.must(err)

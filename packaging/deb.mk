@@ -1,51 +1,59 @@
 # Debian packaging targets, included by the main Makefile.
-#   make deb-deps   install what building the .deb needs (only what is missing) and check `go version`
+#   make deb-deps   install what building the package needs, only what is missing (packaging/deb-deps.sh:
+#                   debhelper, dh-golang, Go >= 1.23 as golang-go from bookworm-backports, lintian, ...)
 #   make vendor     refresh vendor/ from go.mod (commit the result; the package build never downloads)
-#   make deb        build build/linkagg-hooks_<version>_<arch>.deb (binary package only)
-#   make deb-lint   make deb, then lintian: no error and no warning allowed
+#   make deb        the source package (.dsc, .orig.tar.gz without debian/, .debian.tar.xz) and the binary
+#                   packages (linkagg-hooks, linkagg-hooks-dbgsym), all in build/ (or DEB_OUT=DIR)
+#   make deb-lint   make deb, then lintian --pedantic on all of it: no tag allowed but the overridden ones
 # See debian/README.source.
 
-DEB_BUILD_DEBS := debhelper dpkg-dev lintian fakeroot
-DEB_PKG        := linkagg-hooks
-DEB_VERSION     = $(shell dpkg-parsechangelog -S Version)
-DEB_ARCH        = $(shell dpkg --print-architecture)
-DEB_FILE        = build/$(DEB_PKG)_$(DEB_VERSION)_$(DEB_ARCH).deb
-# go.mod's go line, e.g. 1.26.8
-GO_MIN         := $(shell sed -n 's/^go \([0-9.]*\).*/\1/p' go.mod)
+DEB_PKG         := linkagg-hooks
+DEB_VERSION      = $(shell dpkg-parsechangelog -S Version)
+DEB_UPSTREAM     = $(shell dpkg-parsechangelog -S Version | sed 's/-[^-]*$$//')
+DEB_ARCH         = $(shell dpkg --print-architecture)
+DEB_OUT         ?= build
+DEB_FILE         = $(DEB_OUT)/$(DEB_PKG)_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_CHANGES      = $(DEB_OUT)/$(DEB_PKG)_$(DEB_VERSION)_$(DEB_ARCH).changes
+DEB_SRCDIR       = $(DEB_OUT)/deb/src
+# the .orig.tar.gz: tar's mtime is the changelog's date, so the same tree gives the same tarball
+DEB_EPOCH        = $(shell dpkg-parsechangelog -S Timestamp)
 
-.PHONY: deb deb-deps deb-check-go deb-lint vendor
+.PHONY: deb deb-deps deb-lint deb-orig vendor
 
 deb-deps:
-	@missing=$$(for p in $(DEB_BUILD_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
-	@$(MAKE) --no-print-directory deb-check-go
-
-deb-check-go:
-	@v=$$($(GO) env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//'); \
-	if [ -z "$$v" ]; then echo "no go on PATH: Go >= $(GO_MIN) is needed (e.g. /usr/local/go/bin; Debian 12's golang-go is too old)"; exit 1; fi; \
-	if [ "$$(printf '%s\n%s\n' "$(GO_MIN)" "$$v" | sort -V | head -n1)" != "$(GO_MIN)" ]; then \
-	  echo "go $$v on PATH is older than go.mod's go $(GO_MIN) (Debian 12's golang-go is too old; see debian/README.source)"; exit 1; fi; \
-	echo "go $$v >= $(GO_MIN): ok"
+	sh packaging/deb-deps.sh
 
 vendor:
 	$(GO) mod vendor
 
-# dpkg-buildpackage writes into the parent folder; the results are moved to build/. The pre-clean of
-# dpkg-buildpackage is replaced by dh_clean (which does not run `make clean`, so build/ of a concurrent
-# `make test` survives); debian/rules builds into build/deb/. -d: golang-go is not a Debian package here
-# (deb-check-go checks the go on PATH instead). GOCACHE is kept, as debhelper points HOME elsewhere.
-deb: deb-check-go
+# deb-orig: the upstream tarball from the files git tracks (as they are in the work tree), less debian/.
+deb-orig:
+	@command -v git >/dev/null && git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { echo "make deb needs a git work tree (the .orig.tar.gz is made from the files git tracks)"; exit 1; }
 	@test -f vendor/modules.txt || { echo "vendor/ is missing: run 'make vendor' (see debian/README.source)"; exit 1; }
-	@dpkg-checkbuilddeps -d 'debhelper-compat (= 13), dpkg-dev' || { echo "run 'make deb-deps'"; exit 1; }
-	rm -f build/$(DEB_PKG)_*.deb build/$(DEB_PKG)_*.changes build/$(DEB_PKG)_*.buildinfo
-	dh_clean
-	GOCACHE=$$($(GO) env GOCACHE) dpkg-buildpackage -b -us -uc -d -nc
-	mkdir -p build
-	v=$(DEB_VERSION); a=$(DEB_ARCH); \
-	for f in $(DEB_PKG)_$${v}_$${a}.deb $(DEB_PKG)_$${v}_$${a}.buildinfo $(DEB_PKG)_$${v}_$${a}.changes; do \
-	  mv -f ../$$f build/; done
-	@echo "built $(DEB_FILE)"
+	rm -rf $(DEB_SRCDIR) && mkdir -p $(DEB_SRCDIR)
+	git ls-files -z -- . ':!:debian' | while IFS= read -r -d '' f; do \
+	  if [ -e "$$f" ] || [ -L "$$f" ]; then printf '%s\0' "$$f"; fi; done > $(DEB_SRCDIR)/files
+	tar --null -T $(DEB_SRCDIR)/files --sort=name --mtime=@$(DEB_EPOCH) --owner=0 --group=0 --numeric-owner \
+	  --mode=u+rw,go+r,go-w --transform 's,^,$(DEB_PKG)-$(DEB_UPSTREAM)/,' -cf - \
+	  | gzip -9n > $(DEB_SRCDIR)/$(DEB_PKG)_$(DEB_UPSTREAM).orig.tar.gz
+	rm -f $(DEB_SRCDIR)/files
+
+# deb: unpack the .orig in build/deb/src, add debian/ and run dpkg-buildpackage there (source and binary, with
+# its usual clean), so the package is built from exactly what the source package holds; the developers'
+# build/ outside build/deb is not touched. No -d: the Build-Depends must be installed (make deb-deps).
+# -sa: the .changes lists the .orig too. GOCACHE is passed on, as debhelper points HOME elsewhere;
+# DEB_BUILD_OPTIONS (nocheck, nostrip, ...) too.
+deb:
+	@dpkg-checkbuilddeps || { echo "run 'make deb-deps'"; exit 1; }
+	$(MAKE) --no-print-directory deb-orig
+	tar -xzf $(DEB_SRCDIR)/$(DEB_PKG)_$(DEB_UPSTREAM).orig.tar.gz -C $(DEB_SRCDIR)
+	cp -a debian $(DEB_SRCDIR)/$(DEB_PKG)-$(DEB_UPSTREAM)/
+	cd $(DEB_SRCDIR)/$(DEB_PKG)-$(DEB_UPSTREAM) && \
+	  GOCACHE="$${GOCACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/go-build}" dpkg-buildpackage -us -uc -sa
+	rm -f $(DEB_OUT)/$(DEB_PKG)_* $(DEB_OUT)/$(DEB_PKG)-dbgsym_*
+	for f in $(DEB_SRCDIR)/$(DEB_PKG)_* $(DEB_SRCDIR)/$(DEB_PKG)-dbgsym_*; do [ ! -e "$$f" ] || mv -f "$$f" $(DEB_OUT)/; done
+	rm -rf $(DEB_SRCDIR)
+	@echo "built $(DEB_FILE) and the source package $(DEB_PKG)_$(DEB_VERSION).dsc in $(DEB_OUT)/"
 
 deb-lint: deb
-	lintian --fail-on error,warning --info $(DEB_FILE)
+	lintian --pedantic --info --fail-on error,warning,info,pedantic $(DEB_CHANGES)

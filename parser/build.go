@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"net/netip"
@@ -44,6 +45,8 @@ const (
 	optFwmark   = "fwmark"
 	optMarkMask = "fwmark-mask"
 	optPriority = "rule-priority"
+	optARP      = "arp-isolation"
+	optGSO      = "gso-max-size"
 	optFamily   = "family" // TOML only: a stanza says it in its iface line
 )
 
@@ -55,7 +58,8 @@ var ownership = []string{optFakenet, optTable, optRspec}
 
 var ourOptions = map[string]bool{
 	optAddress: true, optNetmask: true, optMTU: true, optFakenet: true, optTable: true, optRspec: true,
-	optWeight: true, optMode: true, optFwmark: true, optMarkMask: true, optPriority: true,
+	optWeight: true, optMode: true, optFwmark: true, optMarkMask: true, optPriority: true, optARP: true,
+	optGSO: true,
 }
 
 // The caps on paths and fakenets keep the pairwise checks cheap; real groups are far below them (a path
@@ -166,6 +170,16 @@ func build(r *rawGroup) (Group, error) {
 		g.MTU = n
 	}
 
+	if w, ok, err := r.single(optGSO); err != nil {
+		return g, err
+	} else if ok {
+		n, err := strconv.Atoi(w.s)
+		if err != nil || n < MinGSOMaxSize || n > MaxGSOMaxSize {
+			return g, errAt(w.pos, "gso-max-size %q: expected bytes %d..%d", w.s, MinGSOMaxSize, MaxGSOMaxSize)
+		}
+		g.GSOMaxSize = n
+	}
+
 	o, _ := r.get(optFakenet)
 	for _, w := range o.words {
 		p, err := parseFakenet(w.s, r.family)
@@ -173,6 +187,7 @@ func build(r *rawGroup) (Group, error) {
 			return g, errAt(w.pos, "fakenet %q: %v", w.s, err)
 		}
 		g.Fakenets = append(g.Fakenets, p)
+		g.FakenetPos = append(g.FakenetPos, w.pos)
 	}
 
 	o, _ = r.get(optTable)
@@ -251,6 +266,18 @@ func build(r *rawGroup) (Group, error) {
 		g.RulePriority = n
 	}
 
+	if w, ok, err := r.single(optARP); err != nil {
+		return g, err
+	} else if ok {
+		switch w.s {
+		case "on":
+		case "off":
+			g.KeepARP = true
+		default:
+			return g, errAt(w.pos, "arp-isolation %q: expected on or off", w.s)
+		}
+	}
+
 	if err := buildMPTCP(r, &g); err != nil {
 		return g, err
 	}
@@ -282,6 +309,7 @@ func buildRspec(r *rawGroup, g *Group) error {
 		}
 		if vip == g.VIP {
 			g.Own = cycle(addrs, n)
+			g.OwnPos = w.pos
 			ownFound = true
 			continue
 		}
@@ -374,6 +402,9 @@ func parseFakenet(s string, fam Family) (netip.Prefix, error) {
 	if p.Masked() != p {
 		return netip.Prefix{}, fmt.Errorf("host bits set: expected %s", p.Masked())
 	}
+	if msg := fakenetProblem(p); msg != "" {
+		return netip.Prefix{}, errors.New(msg)
+	}
 	return p, nil
 }
 
@@ -413,3 +444,6 @@ func checkIfaceName(name string, p Pos) error {
 	}
 	return nil
 }
+
+// OptionPos tells where option name was written, or the group's own position when it was not.
+func (g *Group) OptionPos(name string) Pos { return g.optPos(name) }

@@ -65,6 +65,13 @@ const (
 	DefaultRulePriority        = 1000
 )
 
+// The range of gso-max-size: below a few segments per burst the CPU cost per byte climbs steeply; 65536
+// is the kernel's own default (GSO_LEGACY_MAX_SIZE).
+const (
+	MinGSOMaxSize = 4096
+	MaxGSOMaxSize = 65536
+)
+
 // Group is one aggregation group: a TUN device holding a virtual address (VIP) whose traffic to the
 // fakenet prefixes is spread over several paths, one routing table per path.
 type Group struct {
@@ -78,6 +85,8 @@ type Group struct {
 	MTU      int // 0: leave the device's MTU alone
 	Fakenets []netip.Prefix
 	Tables   []int // one routing table per path, in path order
+	// FakenetPos is where each fakenet was written (len == len(Fakenets); nil for a hand-built group)
+	FakenetPos []Pos
 
 	// Per path, len == len(Tables).
 	Weights []int
@@ -86,10 +95,17 @@ type Group struct {
 
 	MarkMask     uint32
 	RulePriority int
-	Mode         Mode
-	MPTCP        MPTCP // knobs of mode mptcp/hybrid (parser/mptcp.go)
+	// KeepARP (`arp-isolation off`) leaves arp_ignore/arp_announce of the member NICs alone; by default they
+	// are set so that each NIC answers ARP only for its own addresses (plan/build.go memberSysctls).
+	KeepARP bool
+	// GSOMaxSize (`gso-max-size`) caps the size of the TCP segment bursts sockets to the fakenet hand down
+	// (the TUN's gso_max_size); 0: the planner's default (plan.DefaultGSOMaxSize).
+	GSOMaxSize int
+	Mode       Mode
+	MPTCP      MPTCP // knobs of mode mptcp/hybrid (parser/mptcp.go)
 
-	Peers []Peer // every rspec entry but our own, in file order
+	Peers  []Peer // every rspec entry but our own, in file order
+	OwnPos Pos    // where the own rspec entry was written
 
 	// OptPos tells where each option was written (keys: "fakenet", "table", "rspec", "weight", ...).
 	OptPos map[string]Pos

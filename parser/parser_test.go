@@ -73,7 +73,7 @@ func seedGroup() Group {
 
 // content strips where things were written, to compare what was configured.
 func content(g Group) Group {
-	g.Pos, g.OptPos = Pos{}, nil
+	g.Pos, g.OptPos, g.FakenetPos, g.OwnPos = Pos{}, nil, nil, Pos{}
 	g.Peers = append([]Peer(nil), g.Peers...)
 	for i := range g.Peers {
 		g.Peers[i].Pos = Pos{}
@@ -375,5 +375,106 @@ func TestValidateHandBuilt(t *testing.T) {
 	err = Validate([]Group{g, h})
 	if err == nil || !strings.Contains(err.Error(), "mark 0x10000000/0xf0000000 overlaps mark 0x11000000/0xff000000 of group tun0") {
 		t.Errorf("overlapping masks: err = %v", err)
+	}
+}
+
+// The boundaries of the checks that keep a valid configuration working are themselves valid.
+func TestLimitsAccepted(t *testing.T) {
+	for _, tc := range []struct{ name, text string }{
+		{"sequence of 1024 entries", with(8, "    weight 999 25")},
+		{"long sequence in mode mptcp (no nftables map)", with(8, "    weight 1000 999\n    mode mptcp")},
+		{"reduced by the gcd", with(8, "    weight 1000 998")},
+		{"sequence of 764 entries with 4 fakenets", with(4, "    fakenet 10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26", 8, "    weight 401 363")},
+		{"rule-priority 2 in mode hybrid", with(8, "    mode hybrid\n    rule-priority 2")},
+		{"rule-priority 1 in mode mptcp", with(8, "    mode mptcp\n    rule-priority 1")},
+		{"fakenet /8", "iface tun0 inet static\n    address 10.0.0.1\n    fakenet 10.0.0.0/8\n    table 1 2\n    rspec 10.0.0.1:192.168.0.10:192.168.1.10\n    rspec 10.0.0.2:192.168.0.20:192.168.1.20\n"},
+		{"inet6 fakenet /16", v6base(3, "    fakenet fd99::/16")},
+		{"two groups on the same NICs and gateways", base + tun1 + "    rspec 10.98.255.20:10.99.0.20:10.99.1.20\n"},
+		{"a router on one subnet", with(7, "    rspec 10.99.255.1:10.3.23.1")},
+		{"254 peers on 8 paths", manyPeers(8, 254, "    weight 30 29 28 27 26 25 24 21")},
+		{"1024 peers", manyPeers(2, 1024, "")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mustParse(t, "interfaces", tc.text)
+		})
+	}
+	for _, tc := range []struct{ paths, fakenets, peers, want int }{
+		{2, 1, 1, MaxSequence},
+		{2, 4, 1, 764},     // the bad corpus's case
+		{256, 1, 1, 1024},  // 256 paths of weight 1..4 fit
+		{2, 256, 1, 0},     // 256 fakenets: not even one entry each
+		{8, 1, 254, 230},   // every one of the 246 subsets of 8 paths in use by some of the 254 peers
+		{8, 1, 1, 1024},    // one peer: one peer map at most
+		{4, 1, 254, 1024},  // 10 subsets
+		{3, 16, 1000, 179}, // the default buffer bounds the everyday table first
+	} {
+		if got := MaxSequenceFor(tc.paths, tc.fakenets, tc.peers); got != tc.want {
+			t.Errorf("MaxSequenceFor(%d paths, %d fakenets, %d peers) = %d, want %d", tc.paths, tc.fakenets, tc.peers, got, tc.want)
+		}
+	}
+}
+
+func TestSequenceLength(t *testing.T) {
+	for _, tc := range []struct {
+		w    []int
+		want int
+	}{{[]int{3, 2}, 5}, {[]int{999, 25}, 1024}, {[]int{1000, 24}, 128}, {[]int{4, 4, 4}, 3}, {[]int{7}, 1}, {nil, 0}} {
+		if got := SequenceLength(tc.w); got != tc.want {
+			t.Errorf("SequenceLength(%v) = %d, want %d", tc.w, got, tc.want)
+		}
+	}
+}
+
+// arp-isolation: on by default, `off` keeps the member NICs' ARP sysctls; anything else is one error line.
+func TestARPIsolation(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		keep bool
+	}{{"", false}, {"    arp-isolation on\n", false}, {"    arp-isolation off\n", true}} {
+		g, err := parseOne(t, base+c.line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.KeepARP != c.keep {
+			t.Errorf("%q: KeepARP = %v, want %v", c.line, g.KeepARP, c.keep)
+		}
+	}
+	_, err := parseOne(t, base+"    arp-isolation maybe\n")
+	if err == nil || err.Error() != `interfaces:8: arp-isolation "maybe": expected on or off` {
+		t.Errorf("bad value: %v", err)
+	}
+	_, err = parseOne(t, base+"    arp_isolation off\n")
+	if err == nil || !strings.Contains(err.Error(), `did you mean "arp-isolation"?`) {
+		t.Errorf("misspelt option: %v", err)
+	}
+	gs, err := ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000, 10001]\n"+
+		"arp-isolation = \"off\"\nrspec = [\"10.99.255.10:10.99.0.10:10.99.1.10\", \"10.99.255.20:10.99.0.20:10.99.1.20\"]\n"))
+	if err != nil || len(gs) != 1 || !gs[0].KeepARP {
+		t.Errorf("TOML arp-isolation = \"off\": %v %+v", err, gs)
+	}
+	_, err = ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000]\narp-isolation = \"no\"\nrspec = [\"10.99.255.10:10.99.0.10\"]\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), "a.toml:5 (tun0.arp-isolation): ") {
+		t.Errorf("TOML bad value: %v", err)
+	}
+}
+
+// gso-max-size: bytes in MinGSOMaxSize..MaxGSOMaxSize, else one error line at its file:line.
+func TestGSOMaxSize(t *testing.T) {
+	g, err := parseOne(t, base+"    gso-max-size 8192\n")
+	if err != nil || g.GSOMaxSize != 8192 {
+		t.Fatalf("gso-max-size 8192: %v %d", err, g.GSOMaxSize)
+	}
+	if g, err := parseOne(t, base); err != nil || g.GSOMaxSize != 0 {
+		t.Fatalf("default: %v %d", err, g.GSOMaxSize)
+	}
+	for _, v := range []string{"4095", "65537", "16k", "0"} {
+		_, err := parseOne(t, base+"    gso-max-size "+v+"\n")
+		if want := `interfaces:8: gso-max-size "` + v + `": expected bytes 4096..65536`; err == nil || err.Error() != want {
+			t.Errorf("gso-max-size %s: %v, want %s", v, err, want)
+		}
+	}
+	gs, err := ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000]\ngso-max-size = 32768\nrspec = [\"10.99.255.10:10.99.0.10\"]\n"))
+	if err != nil || len(gs) != 1 || gs[0].GSOMaxSize != 32768 {
+		t.Errorf("TOML gso-max-size = 32768: %v %+v", err, gs)
 	}
 }

@@ -3,6 +3,7 @@ package parser
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Validate checks groups as a whole: every group on its own (so hand-built groups get the same checks as
@@ -42,9 +43,185 @@ func Validate(groups []Group) error {
 					}
 				}
 			}
+			if g.Family == h.Family {
+				if err := addressClash(g, h); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// addressClash refuses groups of one family whose addresses meet: a VIP in two groups, fakenets that are
+// equal or overlap (packets to the overlap would be marked by both groups' tables and routed into either
+// TUN), and a path address or gateway of one group inside another group's fakenet (its packets would go
+// into that group's TUN). g is the later group; the error points at g's configuration.
+func addressClash(g, h *Group) error {
+	for _, v := range g.vips() {
+		for _, w := range h.vips() {
+			if v.addr == w.addr {
+				what := "the VIP of group " + h.ID()
+				if w.peer {
+					what = fmt.Sprintf("the VIP of peer %s of group %s", w.addr, h.ID())
+				}
+				if v.peer {
+					return errAt(v.pos, "rspec entry for %s: VIP is also %s (at %s): expected each VIP in one group", v.addr, what, w.pos)
+				}
+				return errAt(v.pos, "address %s is also %s (at %s): expected each VIP in one group", v.addr, what, w.pos)
+			}
+		}
+	}
+	for i, p := range g.Fakenets {
+		for j, q := range h.Fakenets {
+			switch {
+			case p == q:
+				return errAt(g.fakenetPos(i), "fakenet %s is also a fakenet of group %s (at %s): expected the groups' fakenets apart", p, h.ID(), h.fakenetPos(j))
+			case p.Overlaps(q):
+				return errAt(g.fakenetPos(i), "fakenet %s overlaps fakenet %s of group %s (at %s): expected the groups' fakenets apart (packets to the overlap would be marked by both)", p, q, h.ID(), h.fakenetPos(j))
+			}
+		}
+	}
+	for i, p := range g.Fakenets {
+		for _, a := range h.routed() {
+			if p.Contains(a.addr) {
+				return errAt(g.fakenetPos(i), "fakenet %s holds %s, %s of group %s (at %s): expected the fakenets apart from every group's path addresses and gateways", p, a.addr, a.what, h.ID(), a.pos)
+			}
+		}
+	}
+	for _, a := range g.routed() {
+		for j, q := range h.Fakenets {
+			if q.Contains(a.addr) {
+				if a.peer != nil {
+					return errAt(a.pos, "rspec entry for %s: %s %s of path %d is inside fakenet %s of group %s (at %s): expected an address on a member NIC's subnet", a.peer.VIP, a.kind, a.addr, a.path+1, q, h.ID(), h.fakenetPos(j))
+				}
+				return errAt(a.pos, "own address %s of path %d is inside fakenet %s of group %s (at %s): expected this host's address on that path's NIC, outside the fakenets", a.addr, a.path+1, q, h.ID(), h.fakenetPos(j))
+			}
+		}
+	}
+	return nil
+}
+
+type vipAt struct {
+	addr netip.Addr
+	pos  Pos
+	peer bool
+}
+
+// vips are the group's VIP and its peers' VIPs, with where each was written.
+func (g *Group) vips() []vipAt {
+	out := []vipAt{{g.VIP, g.optPos(optAddress), false}}
+	for _, p := range g.Peers {
+		out = append(out, vipAt{p.VIP, g.peerPos(p), true})
+	}
+	return out
+}
+
+type routedAt struct {
+	addr netip.Addr
+	pos  Pos
+	path int
+	kind string // "own address" or "gateway"
+	what string // for messages: "the own address of path 1", "gateway of path 2 of peer 10.99.255.20"
+	peer *Peer  // nil for an own address
+}
+
+// routed are the addresses the group routes to or from on its paths: its own path addresses and every
+// peer's gateways.
+func (g *Group) routed() []routedAt {
+	var out []routedAt
+	for i, a := range g.Own {
+		out = append(out, routedAt{a, g.ownPos(), i, "own address", fmt.Sprintf("the own address of path %d", i+1), nil})
+	}
+	for k := range g.Peers {
+		p := &g.Peers[k]
+		for i, a := range p.Gateways {
+			out = append(out, routedAt{a, g.peerPos(*p), i, "gateway", fmt.Sprintf("gateway of path %d of peer %s", i+1, p.VIP), p})
+		}
+	}
+	return out
+}
+
+func (g *Group) fakenetPos(i int) Pos {
+	if i < len(g.FakenetPos) && g.FakenetPos[i].File != "" {
+		return g.FakenetPos[i]
+	}
+	return g.optPos(optFakenet)
+}
+
+func (g *Group) ownPos() Pos {
+	if g.OwnPos.File != "" {
+		return g.OwnPos
+	}
+	return g.optPos(optRspec)
+}
+
+func (g *Group) peerPos(p Peer) Pos {
+	if p.Pos.File != "" {
+		return p.Pos
+	}
+	return g.optPos(optRspec)
+}
+
+// Minimum fakenet prefix lengths: a fakenet holds the groups' VIPs, and everything in it is striped and
+// routed into the TUN; a shorter prefix takes a share of the Internet (and the default route) with it.
+const (
+	minFakenetBits4 = 8
+	minFakenetBits6 = 16
+)
+
+// Ranges a fakenet must not touch: the kernel never routes them into a TUN (local, link-scoped or
+// multicast delivery wins), so their traffic would be lost or the host's own would be.
+var specialRanges = []struct {
+	name   string
+	prefix netip.Prefix
+}{
+	{`"this network"`, netip.MustParsePrefix("0.0.0.0/8")},
+	{"loopback", netip.MustParsePrefix("127.0.0.0/8")},
+	{"link-local", netip.MustParsePrefix("169.254.0.0/16")},
+	{"multicast", netip.MustParsePrefix("224.0.0.0/4")},
+	{"broadcast", netip.MustParsePrefix("255.255.255.255/32")},
+	{"unspecified", netip.MustParsePrefix("::/128")},
+	{"loopback", netip.MustParsePrefix("::1/128")},
+	{"link-local", netip.MustParsePrefix("fe80::/10")},
+	{"multicast", netip.MustParsePrefix("ff00::/8")},
+}
+
+// fakenetProblem says what is wrong with a fakenet on its own (length, special ranges), or "".
+func fakenetProblem(p netip.Prefix) string {
+	min := minFakenetBits4
+	if p.Addr().Is6() {
+		min = minFakenetBits6
+	}
+	if p.Bits() == 0 {
+		return fmt.Sprintf("the default route: expected a prefix of /%d or longer (a fakenet holds the groups' VIPs)", min)
+	}
+	if p.Bits() < min {
+		return fmt.Sprintf("expected a prefix of /%d or longer (a fakenet holds the groups' VIPs)", min)
+	}
+	for _, r := range specialRanges {
+		if r.prefix.Addr().Is6() == p.Addr().Is6() && r.prefix.Overlaps(p) {
+			return fmt.Sprintf("overlaps the %s range %s: expected a prefix outside loopback, link-local and multicast addresses (the kernel never routes those into the TUN)", r.name, r.prefix)
+		}
+	}
+	return ""
+}
+
+// addrKind names what makes an address unusable as a path address or gateway, or "".
+func addrKind(a netip.Addr) string {
+	switch {
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsLinkLocalUnicast():
+		return "link-local"
+	case a.IsMulticast():
+		return "a multicast address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "the broadcast address"
+	}
+	return ""
 }
 
 // markClash reports whether g's rule "fwmark m/g.MarkMask" and h's rule "fwmark n/h.MarkMask" can catch
@@ -105,11 +282,14 @@ func validateGroup(g *Group) error {
 	}
 	for i, p := range g.Fakenets {
 		if !p.IsValid() || (fam == Inet) != p.Addr().Is4() || p.Masked() != p {
-			return errAt(fp, "fakenet %s: expected a %s prefix without host bits", p, famWord(fam))
+			return errAt(g.fakenetPos(i), "fakenet %s: expected a %s prefix without host bits", p, famWord(fam))
+		}
+		if msg := fakenetProblem(p); msg != "" {
+			return errAt(g.fakenetPos(i), "fakenet %s: %s", p, msg)
 		}
 		for _, q := range g.Fakenets[:i] {
 			if p.Overlaps(q) {
-				return errAt(fp, "fakenet %s overlaps fakenet %s", p, q)
+				return errAt(g.fakenetPos(i), "fakenet %s overlaps fakenet %s", p, q)
 			}
 		}
 	}
@@ -153,10 +333,22 @@ func validateGroup(g *Group) error {
 	if g.RulePriority < 1 || g.RulePriority > 32765 {
 		return errAt(g.optPos(optPriority), "rule-priority %d: expected 1..32765", g.RulePriority)
 	}
-	// the MPTCP modes add rules at the next priorities (hybrid +1; mptcp +1 and +2), and every one of them
-	// must come before the main table's rule at 32766, or the traffic it routes follows main into the TUN
-	if top := map[Mode]int{ModeHybrid: 32764, ModeMPTCP: 32763}[g.Mode]; top != 0 && g.RulePriority > top {
-		return errAt(g.optPos(optPriority), "rule-priority %d: expected 1..%d in mode %s (its rules take the next priorities, all before main's 32766)", g.RulePriority, top, g.Mode)
+	// the MPTCP modes add rules at neighbouring priorities (hybrid: the path addresses' rules at -1, before
+	// the fwmark rules, and the VIP's at +1; mptcp: +1 and +2), and every one of them must lie in 1..32765,
+	// before the main table's rule at 32766, or the traffic it routes follows main into the TUN
+	switch {
+	case g.Mode == ModeHybrid && (g.RulePriority < 2 || g.RulePriority > 32764):
+		return errAt(g.optPos(optPriority), "rule-priority %d: expected 2..32764 in mode hybrid (its path rules take PRIORITY-1 and its VIP rule PRIORITY+1, all after priority 0 and before main's 32766)", g.RulePriority)
+	case g.Mode == ModeMPTCP && g.RulePriority > 32763:
+		return errAt(g.optPos(optPriority), "rule-priority %d: expected 1..32763 in mode mptcp (its rules take PRIORITY+1 and PRIORITY+2, all before main's 32766)", g.RulePriority)
+	}
+	if g.Mode != ModeMPTCP {
+		if len(g.Peers) > MaxPeers {
+			return errAt(g.optPos(optRspec), "rspec has %d peers: at most %d fit the nftables map of peers that lost a path", len(g.Peers), MaxPeers)
+		}
+		if k, max := SequenceLength(g.Weights), MaxSequenceFor(n, len(g.Fakenets), len(g.Peers)); k > max {
+			return errAt(g.optPos(optWeight), "weights reduce to a sequence of %d entries; at most %d fit in one nftables transaction (%s, %s, %s): expected smaller weights (the sequence is their sum divided by their greatest common divisor) or fewer fakenets (each holds its own copy)", k, max, plural(len(g.Fakenets), "fakenet"), plural(n, "path"), plural(len(g.Peers), "peer"))
+		}
 	}
 
 	mp := markPos(g)
@@ -186,6 +378,35 @@ func validateGroup(g *Group) error {
 			return errAt(rp, "own address %s: expected %s address", a, famWord(fam))
 		}
 	}
+	peerAt := map[netip.Addr]Pos{}
+	for _, p := range g.Peers {
+		if _, dup := peerAt[p.VIP]; !dup {
+			peerAt[p.VIP] = g.peerPos(p)
+		}
+	}
+	// what each address of a path must not be; "" when it is fine
+	misuse := func(a netip.Addr) string {
+		if a == g.VIP {
+			return "this group's VIP"
+		}
+		if at, ok := peerAt[a]; ok {
+			return fmt.Sprintf("the VIP of peer %s (at %s)", a, at)
+		}
+		return ""
+	}
+	for i, a := range g.Own {
+		if what := misuse(a); what != "" {
+			return errAt(g.ownPos(), "own address %s of path %d is %s: expected this host's address on that path's NIC", a, i+1, what)
+		}
+		if what := addrKind(a); what != "" {
+			return errAt(g.ownPos(), "own address %s of path %d is %s: expected this host's address on that path's NIC", a, i+1, what)
+		}
+		for _, f := range g.Fakenets {
+			if f.Contains(a) {
+				return errAt(g.ownPos(), "own address %s of path %d is inside fakenet %s: expected this host's address on that path's NIC, outside the fakenets", a, i+1, f)
+			}
+		}
+	}
 	seen := map[netip.Addr]bool{g.VIP: true}
 	for _, p := range g.Peers {
 		pp := p.Pos
@@ -205,13 +426,121 @@ func validateGroup(g *Group) error {
 		if len(p.Gateways) != n {
 			return errAt(pp, "rspec entry for %s has %d gateways but table has %d paths", p.VIP, len(p.Gateways), n)
 		}
-		for _, a := range p.Gateways {
+		for i, a := range p.Gateways {
 			if !okAddr(a) {
 				return errAt(pp, "rspec entry for %s: gateway %s: expected %s address", p.VIP, a, famWord(fam))
+			}
+			const want = "expected the peer's address on that path"
+			if what := misuse(a); what != "" {
+				return errAt(pp, "rspec entry for %s: gateway %s of path %d is %s: %s", p.VIP, a, i+1, what, want)
+			}
+			if k := slices.Index(g.Own, a); k >= 0 {
+				return errAt(pp, "rspec entry for %s: gateway %s of path %d is this host's own address on path %d: %s", p.VIP, a, i+1, k+1, want)
+			}
+			for _, f := range g.Fakenets {
+				if f.Contains(a) {
+					return errAt(pp, "rspec entry for %s: gateway %s of path %d is inside fakenet %s: expected an address on a member NIC's subnet (a route via the TUN goes nowhere)", p.VIP, a, i+1, f)
+				}
+			}
+			if what := addrKind(a); what != "" {
+				hint := ""
+				if what == "link-local" {
+					hint = " (a link-local gateway names no NIC)"
+				}
+				return errAt(pp, "rspec entry for %s: gateway %s of path %d is %s: expected an address on a member NIC's subnet%s", p.VIP, a, i+1, what, hint)
 			}
 		}
 	}
 	return nil
+}
+
+// SequenceLength is the length of the mark sequence of these weights: their sum divided by their
+// greatest common divisor (plan.Sequence).
+func SequenceLength(weights []int) int {
+	g, sum := 0, 0
+	for _, w := range weights {
+		for a, b := g, w; ; {
+			if b == 0 {
+				g = a
+				break
+			}
+			a, b = b, a%b
+		}
+		sum += w
+	}
+	if g <= 0 {
+		return 0
+	}
+	return sum / g
+}
+
+// The nftables table of a group (apply/nft.go) is sent in one netlink message batch: each fakenet's
+// numgen map holds the whole sequence, one element per entry, and so does the map of every group of peers
+// that lost some paths but not all (their own sequence over the paths they still reach), plus one element
+// per such peer in the map that picks their sequence. Measured on the kernel (apply's TestNftSizeLimit)
+// and in google/nftables' encoding (TestNftBatchEstimate):
+//   - an element takes 52 bytes, and one map's elements travel in one netlink attribute whose length
+//     field has 16 bits: above 1260 elements the length wraps and the kernel silently keeps a truncated map
+//     (numgen then finds no entry for most packets);
+//   - the whole batch must fit the socket's send buffer, 212992 bytes by default (net.core.wmem_default;
+//     the kernel takes at most that minus 32), or it is refused with EMSGSIZE. apply asks for 4 MiB (as
+//     nft does), which needs CAP_NET_ADMIN in the initial user namespace or a large net.core.wmem_max.
+//
+// The limits keep a margin under each: MaxSequence entries per map; the table as it is while every peer
+// uses every path within nftBudget of the default buffer; the table of the worst case (every distinct
+// subset of the paths in use by some peer) within nftBudgetLarge of the 4 MiB one. The byte costs are
+// upper bounds of the real encoding (longest names, inet6, hybrid).
+const (
+	MaxSequence    = 1024
+	MaxPeers       = 1024 // VIPs in the peers' map, whose elements (56 bytes) share one attribute too
+	nftBudget      = 160 << 10
+	nftBudgetLarge = 3 << 20
+
+	nftFixedBytes   = 1024 // batch begin/end, table, base chain, hybrid's MPTCP rule, a replaced table's delete
+	nftPathBytes    = 400  // one mark chain and its rule
+	nftFakenetBytes = 768  // a fakenet's map, its element message header and its rule
+	nftPeerMapBytes = 640  // a peer group's chain, its rule, its map and that map's element message header
+	nftPeersBytes   = 512  // the peers' map and its rule
+	nftPeerVIPBytes = 64   // one element of the peers' map
+	nftElemBytes    = 52   // one entry of a sequence map
+)
+
+// NftBatchBytes bounds the size of the nftables batch that makes a group's table: paths mark chains,
+// fakenets maps of entries elements each, and peerMaps more such maps for peers that lost some paths,
+// peerVIPs of them in the peers' map.
+func NftBatchBytes(paths, fakenets, entries, peerMaps, peerVIPs int) int {
+	n := nftFixedBytes + nftPathBytes*paths + (nftFakenetBytes+nftElemBytes*entries)*fakenets +
+		(nftPeerMapBytes+nftElemBytes*entries)*peerMaps
+	if peerVIPs > 0 {
+		n += nftPeersBytes + nftPeerVIPBytes*peerVIPs
+	}
+	return n
+}
+
+// worstPeerMaps is how many peer groups with a sequence of their own a group can have at once: one per
+// subset of its paths other than all, one or none, and at most one per peer.
+func worstPeerMaps(paths, peers int) int {
+	if paths >= 20 {
+		return peers
+	}
+	return max(0, min(peers, 1<<paths-paths-2))
+}
+
+// MaxSequenceFor is the longest mark sequence a group of paths, fakenets and peers can have (modes
+// packet and hybrid; mode mptcp has no nftables table): 0 when even one entry does not fit.
+func MaxSequenceFor(paths, fakenets, peers int) int {
+	fakenets = max(fakenets, 1)
+	m := worstPeerMaps(paths, peers)
+	every := (nftBudget - NftBatchBytes(paths, fakenets, 0, 0, 0)) / (nftElemBytes * fakenets)
+	worst := (nftBudgetLarge - NftBatchBytes(paths, fakenets, 0, m, peers)) / (nftElemBytes * (fakenets + m))
+	return max(0, min(MaxSequence, every, worst))
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func inFakenet(ps []netip.Prefix, a netip.Addr) bool {

@@ -29,8 +29,11 @@ func Build(in Input) (Desired, error) {
 		Group:  g.ID(),
 		Family: g.Family,
 		Mode:   mode,
-		TUN:    TUN{Name: g.Iface, MTU: g.MTU},
+		TUN:    TUN{Name: g.Iface, MTU: g.MTU, GSOMaxSize: gsoMaxSize(g, mode)},
 		VIP:    netip.PrefixFrom(g.VIP, bits),
+	}
+	if err := CheckHost(g, in.Links); err != nil {
+		return Desired{}, err
 	}
 	present := upLinks(in)
 	links := usableLinks(in, present)
@@ -56,38 +59,75 @@ func Build(in Input) (Desired, error) {
 		d.Paths = append(d.Paths, p)
 	}
 
+	// per peer, the active paths it can use: those whose gateway of its is on a subnet of a usable link and
+	// answers the watcher's probes (a peer's NIC can die behind a switch while our carrier stays up)
+	usable := make([][]int, len(g.Peers))
 	for _, i := range active {
 		p := d.Paths[i]
 		if mode != parser.ModeMPTCP { // MPTCP subflows are routed by their source address (buildMPTCP), never by marks
 			d.Rules = append(d.Rules, Rule{Family: g.Family, Mark: p.Mark, Mask: g.MarkMask, Table: p.Table, Priority: g.RulePriority})
 		}
-		for _, peer := range g.Peers {
+		for k, peer := range g.Peers {
 			gw := peer.Gateways[i]
+			out := PeerOut{Peer: peer.VIP, Path: i, Gateway: gw, State: PathPending}
 			l := GatewayLink(links, p.Own, gw)
 			if l == nil {
-				continue // the gateway's subnet is not up yet: added when its link's event re-plans the group
+				out.Reason = noGatewayLink(present, p.Own, gw)
+				d.PeersOut = append(d.PeersOut, out)
+				continue
+			}
+			out.Link = l.Name
+			if down, ok := in.Health.Gateways[GatewayKey{Link: l.Name, Gateway: gw}]; ok {
+				out.State, out.Since = PathState(down.State), down.Since
+				out.Reason = fmt.Sprintf("gateway %s on %s does not answer probes", gw, l.Name)
+				d.PeersOut = append(d.PeersOut, out)
+				continue
 			}
 			d.Routes = append(d.Routes, Route{Table: p.Table, Dst: netip.PrefixFrom(peer.VIP, bits), Gateway: gw, Dev: l.Name})
+			usable[k] = append(usable[k], i)
 		}
 	}
 
 	if len(active) > 0 && mode != parser.ModeMPTCP {
-		weights := make([]int, len(active))
-		for k, i := range active {
-			weights[k] = d.Paths[i].Weight
-		}
 		n := &Nft{Family: g.Family, Table: NftTablePrefix + g.Iface, Fakenets: maskedAll(g.Fakenets), Mask: g.MarkMask, SkipMPTCP: mode == parser.ModeHybrid}
-		for _, k := range Sequence(weights) {
-			n.Sequence = append(n.Sequence, d.Paths[active[k]].Mark)
+		n.Sequence = d.marks(active)
+		for k, peer := range g.Peers {
+			if slices.Equal(usable[k], active) {
+				continue
+			}
+			seq := d.marks(usable[k])
+			j := slices.IndexFunc(n.Peers, func(ps PeerSequence) bool { return slices.Equal(ps.Sequence, seq) })
+			if j < 0 {
+				n.Peers = append(n.Peers, PeerSequence{Sequence: seq})
+				j = len(n.Peers) - 1
+			}
+			n.Peers[j].VIPs = append(n.Peers[j].VIPs, peer.VIP)
 		}
 		d.Nft = n
 	}
 
-	d.Sysctls = memberSysctls(g.Family, d.Paths, links)
+	d.Sysctls = memberSysctls(g, in.Links)
 	if mode != parser.ModePacket {
 		buildMPTCP(g, &d, active, bits)
 	}
 	return d, nil
+}
+
+// DefaultGSOMaxSize is the TUN's gso_max_size in the modes that stripe packets (see TUN.GSOMaxSize). TCP
+// hands the output hook bursts of up to gso_max_size bytes, each marked as one unit, so a flow's bytes go
+// to the links in units of that size; links that deliver units at different times reorder the flow by up
+// to a unit's serialization time, far beyond what TCP's RACK tolerates on a LAN. Smaller units interleave
+// the links finely; the value is the measured optimum of make bench (README, Benchmarks).
+const DefaultGSOMaxSize = 16384
+
+func gsoMaxSize(g parser.Group, mode parser.Mode) int {
+	if mode == parser.ModeMPTCP {
+		return 0 // subflows take their routes from the member NICs, never from the TUN
+	}
+	if g.GSOMaxSize != 0 {
+		return g.GSOMaxSize
+	}
+	return DefaultGSOMaxSize
 }
 
 // upLinks drops links that are down or being taken down, and the group's own TUN.
@@ -129,6 +169,27 @@ func downReason(state string) string {
 	return "counts as down (" + state + ")"
 }
 
+// marks is the smooth weighted mark sequence over the paths idx (indexes into d.Paths).
+func (d *Desired) marks(idx []int) []uint32 {
+	weights := make([]int, len(idx))
+	for k, i := range idx {
+		weights[k] = d.Paths[i].Weight
+	}
+	var out []uint32
+	for _, k := range Sequence(weights) {
+		out = append(out, d.Paths[idx[k]].Mark)
+	}
+	return out
+}
+
+// noGatewayLink says why no route to gw leaves for the path whose own address is own.
+func noGatewayLink(present []Local, own, gw netip.Addr) string {
+	if l := GatewayLink(present, own, gw); l != nil {
+		return fmt.Sprintf("gateway %s is on %s, which counts as down", gw, l.Name)
+	}
+	return fmt.Sprintf("gateway %s is on no subnet of a link that is up", gw)
+}
+
 func maskedAll(ps []netip.Prefix) []netip.Prefix {
 	out := make([]netip.Prefix, len(ps))
 	for i, p := range ps {
@@ -137,59 +198,35 @@ func maskedAll(ps []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-// memberSysctls makes reverse-path filtering loose on every active member link (replies to the VIP arrive
-// on any link, not the one the main table would pick) and, when two members share a subnet, stops each
-// from answering ARP for the other's address so that the peer's per-link neighbour entries stay per link.
-func memberSysctls(f parser.Family, paths []Path, links []Local) []Sysctl {
-	if f != parser.Inet {
+// memberSysctls makes reverse-path filtering loose on every member link (replies to the VIP arrive on any
+// link, not the one the main table would pick) and, unless the group says `arp-isolation off`, makes each
+// member answer ARP only for its own addresses and announce only them (arp_ignore=1, arp_announce=2): on a
+// shared broadcast domain (several NICs on one switch) every NIC hears every ARP request, and without them
+// a peer learns the MAC of whichever NIC answered first, so its frames for one path arrive on another. We
+// cannot see the L2 topology, so this holds for every member, whatever the subnets.
+//
+// A member is a link holding a path's own address, whether the path is active or not: the values hold as
+// long as the group runs, not per active path. A path out after failed probes must still receive the replies
+// that bring it back, which a strict rp_filter would drop.
+func memberSysctls(g parser.Group, links []Local) []Sysctl {
+	if g.Family != parser.Inet {
 		return nil // IPv6 has no rp_filter in net.ipv6.conf; neighbour discovery answers per link already
 	}
 	var devs []string
-	for _, p := range paths {
-		if p.State == PathActive && !slices.Contains(devs, p.Dev) {
-			devs = append(devs, p.Dev)
+	for _, own := range g.Own {
+		if l := Holder(links, own); l != nil && l.Name != g.Iface && !slices.Contains(devs, l.Name) {
+			devs = append(devs, l.Name)
 		}
 	}
 	slices.Sort(devs)
-	shared := map[string]bool{}
-	for i, a := range devs {
-		for _, b := range devs[i+1:] {
-			if sameSubnet(links, a, b) {
-				shared[a], shared[b] = true, true
-			}
-		}
-	}
 	var out []Sysctl
 	for _, dev := range devs {
 		out = append(out, Sysctl{Key: "net/ipv4/conf/" + dev + "/rp_filter", Value: "2"})
-		if shared[dev] {
+		if !g.KeepARP {
 			out = append(out,
 				Sysctl{Key: "net/ipv4/conf/" + dev + "/arp_ignore", Value: "1"},
 				Sysctl{Key: "net/ipv4/conf/" + dev + "/arp_announce", Value: "2"})
 		}
 	}
 	return out
-}
-
-func sameSubnet(links []Local, a, b string) bool {
-	var la, lb *Local
-	for i := range links {
-		switch links[i].Name {
-		case a:
-			la = &links[i]
-		case b:
-			lb = &links[i]
-		}
-	}
-	if la == nil || lb == nil {
-		return false
-	}
-	for _, pa := range la.Addrs {
-		for _, pb := range lb.Addrs {
-			if pa.Addr().Is4() && pa.Masked() == pb.Masked() {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -4,7 +4,9 @@
 package plan
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/linkagg/linkagg-hooks/parser"
@@ -74,6 +76,10 @@ func (p Path) Active() bool { return p.State == PathActive }
 type TUN struct {
 	Name string
 	MTU  int // 0: leave alone
+	// GSOMaxSize is the TUN's gso_max_size (0: leave alone). A socket to the fakenet takes its route, and so
+	// its largest GSO burst, from the TUN before our output hook re-routes it to a member NIC: this caps
+	// the unit that one mark sends down one link (plan/build.go DefaultGSOMaxSize).
+	GSOMaxSize int `json:",omitempty"`
 }
 
 // Route is one route we own. Gateway is invalid for a device route (the fakenet route via the TUN).
@@ -109,7 +115,53 @@ type Nft struct {
 	// SkipMPTCP (mode hybrid): TCP segments carrying an MPTCP option leave the chain unmarked first, so a
 	// subflow is never striped across links.
 	SkipMPTCP bool `json:",omitempty"`
+	// PinMPTCP (mode hybrid): TCP segments from the VIP that carry an MPTCP option, the first subflow of an
+	// MPTCP connection, take the primary path's mark instead of the sequence (before SkipMPTCP's rule).
+	// A rule `from VIP lookup PRIMARY` would do the same, but it would also give every plain TCP socket
+	// the primary NIC as its route at connect, and with it that NIC's GSO size instead of the TUN's.
+	PinMPTCP *MPTCPPin `json:",omitempty"`
+	// Peers are the peers that cannot use every path of Sequence (a gateway of theirs is silent or on no
+	// subnet of ours): packets to them take a sequence of their own, over the paths they can use, looked up
+	// by destination before the fakenet rule. Empty while every peer uses every active path.
+	Peers []PeerSequence `json:",omitempty"`
 }
+
+// MPTCPPin gives the MPTCP segments from Src the mark Mark.
+type MPTCPPin struct {
+	Src  netip.Addr
+	Mark uint32
+}
+
+// PeerSequence is the mark sequence of the peers whose VIPs are listed (they share the same usable
+// paths). An empty Sequence means none of the group's paths reaches them: their packets stay unmarked.
+type PeerSequence struct {
+	VIPs     []netip.Addr
+	Sequence []uint32 `json:",omitempty"`
+}
+
+// Marks lists every mark the table sets, in order of first use (one mark chain each).
+func (n *Nft) Marks() []uint32 {
+	var out []uint32
+	add := func(seq []uint32) {
+		for _, m := range seq {
+			if !slices.Contains(out, m) {
+				out = append(out, m)
+			}
+		}
+	}
+	add(n.Sequence)
+	for _, p := range n.Peers {
+		add(p.Sequence)
+	}
+	return out
+}
+
+// SequenceChain names the chain holding the numgen map of Peers[i] (one with a single path needs none:
+// its peers go to that path's mark chain directly).
+func SequenceChain(i int) string { return fmt.Sprintf("peers_%d", i) }
+
+// HasChain tells whether p needs a chain of its own for its sequence.
+func (p PeerSequence) HasChain() bool { return len(p.Sequence) > 1 }
 
 // Sysctl is one value under /proc/sys, e.g. Key "net/ipv4/conf/eth0/rp_filter", Value "2".
 type Sysctl struct {
@@ -130,6 +182,21 @@ type Desired struct {
 	Nft     *Nft // nil when no path is active
 	Sysctls []Sysctl
 	MPTCP   *MPTCP // mode mptcp or hybrid (plan/mptcp.go)
+	// PeersOut lists, per peer, the active paths it cannot use: its gateway on the path is on no subnet of a
+	// link that is up (pending for that peer), or stopped answering the watcher's probes (probe-failed).
+	// Such a path has no route to that peer and no share of that peer's sequence (Nft.Peers).
+	PeersOut []PeerOut `json:",omitempty"`
 	// Transparent (mode mptcp or hybrid with mptcp-transparent): which TCP sockets a BPF program makes MPTCP.
 	Transparent *Transparent `json:",omitempty"`
+}
+
+// PeerOut is one active path that one peer cannot use.
+type PeerOut struct {
+	Peer    netip.Addr // the peer's VIP
+	Path    int        // index into Desired.Paths
+	Gateway netip.Addr // the peer's address on that path
+	Link    string     // the link a route to Gateway would leave by; empty when no subnet holds it
+	State   PathState  // PathPending or PathProbeFailed
+	Reason  string
+	Since   time.Time // probe-failed: since when, from Input.Health
 }

@@ -88,7 +88,13 @@ func buildMPTCP(g parser.Group, d *Desired, active []int, bits int) {
 		m.Endpoints = append(m.Endpoints, Endpoint{Path: i, Addr: p.Own, Dev: p.Dev, Flags: flags})
 		d.Rules = append(d.Rules, Rule{Family: g.Family, Src: netip.PrefixFrom(p.Own, bits), Table: p.Table, Priority: srcPrio})
 	}
-	if m.Primary >= 0 {
+	switch {
+	case m.Primary < 0:
+	case g.Mode == parser.ModeHybrid && d.Nft != nil:
+		// the first subflow follows the primary path by its mark (Nft.PinMPTCP), so that plain TCP sockets
+		// keep the TUN as their route, and its GSO size
+		d.Nft.PinMPTCP = &MPTCPPin{Src: g.VIP, Mark: d.Paths[m.Primary].Mark}
+	default:
 		primary := d.Paths[m.Primary].Table
 		d.Rules = append(d.Rules, Rule{Family: g.Family, Src: d.VIP, Table: primary, Priority: vipPrio})
 		if g.Mode == parser.ModeMPTCP {

@@ -113,15 +113,17 @@ func TestMPTCPInvariants(t *testing.T) {
 	if d.MPTCP.Primary != 0 {
 		t.Errorf("primary %d, want 0 when the named path 3 is pending", d.MPTCP.Primary)
 	}
-	// hybrid: marks and nft as packet mode, plus the MPTCP part; path sources before the fwmark rules, the
-	// VIP after them
+	// hybrid: marks and nft as packet mode, plus the MPTCP part; path sources before the fwmark rules, and no
+	// rule for the VIP: its MPTCP segments take the primary path's mark (a `from VIP` rule would give plain
+	// TCP sockets the primary NIC's route and GSO size)
 	g = mptcpGroup()
 	g.Mode = parser.ModeHybrid
 	d, err = Build(Input{Group: g, Links: seedLinks()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Nft == nil || !d.Nft.SkipMPTCP || d.MPTCP == nil || len(d.Rules) != 4+4+1 {
+	if d.Nft == nil || !d.Nft.SkipMPTCP || d.MPTCP == nil || len(d.Rules) != 4+4 ||
+		d.Nft.PinMPTCP == nil || *d.Nft.PinMPTCP != (MPTCPPin{Src: g.VIP, Mark: d.Paths[d.MPTCP.Primary].Mark}) {
 		t.Fatalf("hybrid: nft %+v mptcp %+v rules %v", d.Nft, d.MPTCP, d.Rules)
 	}
 	for _, r := range d.Rules {
@@ -131,7 +133,7 @@ func TestMPTCPInvariants(t *testing.T) {
 	}
 	for _, r := range d.Rules {
 		switch {
-		case r.Src == d.VIP && r.Priority != 1001, r.Src.IsValid() && r.Src != d.VIP && r.Priority != 999, !r.Src.IsValid() && r.Priority != 1000:
+		case r.Src == d.VIP, r.Src.IsValid() && r.Priority != 999, !r.Src.IsValid() && r.Priority != 1000:
 			t.Errorf("hybrid rule priority: %v", r)
 		}
 	}

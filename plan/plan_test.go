@@ -147,6 +147,23 @@ func TestBuildGolden(t *testing.T) {
 		RulePriority: parser.DefaultRulePriority, Mode: parser.ModePacket,
 		Peers: []parser.Peer{{VIP: a("fd99::20"), Gateways: []netip.Addr{a("fd00:0::20"), a("fd00:1::20")}}},
 	}
+	// three hosts with two NICs each on one switch and one subnet (A .10/.11, B .20/.21, C .30/.31)
+	sw := seedGroup()
+	sw.Tables, sw.Weights, sw.Marks = sw.Tables[:2], []int{1, 1}, sw.Marks[:2]
+	sw.Own = []netip.Addr{a("10.0.0.10"), a("10.0.0.11")}
+	sw.Peers = []parser.Peer{
+		{VIP: a("10.99.255.20"), Gateways: []netip.Addr{a("10.0.0.20"), a("10.0.0.21")}},
+		{VIP: a("10.99.255.30"), Gateways: []netip.Addr{a("10.0.0.30"), a("10.0.0.31")}},
+	}
+	swLinks := func() []Local {
+		return []Local{{Name: "eth0", Up: true, Carrier: true, Addrs: []netip.Prefix{p("10.0.0.10/24")}},
+			{Name: "eth1", Up: true, Carrier: true, Addrs: []netip.Prefix{p("10.0.0.11/24")}}}
+	}
+	swNoARP := sw
+	swNoARP.KeepARP = true
+	// a typo in one peer's gateway of path 2: no subnet of ours holds it
+	swTypo := sw
+	swTypo.Peers = []parser.Peer{sw.Peers[0], {VIP: a("10.99.255.30"), Gateways: []netip.Addr{a("10.0.0.30"), a("10.0.9.31")}}}
 	for _, tc := range []struct {
 		name    string
 		group   parser.Group
@@ -167,6 +184,19 @@ func TestBuildGolden(t *testing.T) {
 		{"seed-eth1-no-carrier-eth2-probe-failed", seedGroup(), seedLinks(), nil, Health{Links: map[string]Down{
 			"eth1": {DownNoCarrier, since}, "eth2": {DownProbeFailed, since.Add(time.Second)}}}},
 		{"two-paths-one-subnet", twoShared, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("10.99.0.10/24")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("10.99.0.11/24")}}}, nil, Health{}},
+		{"switch-all-up", sw, swLinks(), nil, Health{}},
+		// peer .20's NIC of path 2 is silent: .20 takes a sequence of its own over paths 1, 3 and 4
+		{"seed-peer-path2-probe-failed", seedGroup(), seedLinks(), nil, Health{Gateways: map[GatewayKey]Down{
+			{Link: "eth1", Gateway: a("10.99.1.20")}: {DownProbeFailed, since}}}},
+		// B's eth1 died behind the switch: only B loses path 2; C keeps both paths
+		{"switch-peer-b-path2-probe-failed", sw, swLinks(), nil, Health{Gateways: map[GatewayKey]Down{
+			{Link: "eth1", Gateway: a("10.0.0.21")}: {DownProbeFailed, since}}}},
+		// B and C both lost their NIC of path 2: both peers share one sequence over path 1
+		{"switch-both-peers-path2-probe-failed", sw, swLinks(), nil, Health{Gateways: map[GatewayKey]Down{
+			{Link: "eth1", Gateway: a("10.0.0.21")}: {DownProbeFailed, since},
+			{Link: "eth1", Gateway: a("10.0.0.31")}: {DownProbeFailed, since}}}},
+		{"switch-gateway-on-no-subnet", swTypo, swLinks(), nil, Health{}},
+		{"switch-arp-isolation-off", swNoARP, swLinks(), nil, Health{}},
 		{"inet6", v6, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("fd00:0::10/64")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("fd00:1::10/64")}}}, nil, Health{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -236,5 +266,37 @@ func checkGolden(t *testing.T, name string, in Input) {
 	}
 	if got != string(want) {
 		t.Errorf("plan differs from %s:\n--- got\n%s--- want\n%s", golden, got, want)
+	}
+}
+
+// CheckHost: another link's address inside a fakenet (or equal to the VIP) is refused at the option's
+// position; the group's own TUN, other families and addresses outside the fakenets are fine.
+func TestCheckHost(t *testing.T) {
+	g := seedGroup()
+	g.OptPos = map[string]parser.Pos{"fakenet": {File: "interfaces", Line: 7}, "address": {File: "interfaces", Line: 3}}
+	for _, tc := range []struct {
+		name  string
+		links []Local
+		want  string
+	}{
+		{"seed links", seedLinks(), ""},
+		{"a NIC inside the fakenet", append(seedLinks(), Local{Name: "eth9", Up: true, Addrs: []netip.Prefix{p("10.99.255.77/24")}}),
+			"interfaces:7: fakenet 10.99.255.0/24 overlaps 10.99.255.77/24 of eth9: its route via tun0 would take that subnet's traffic; expected a fakenet no link of this host is on"},
+		{"a NIC subnet holding the fakenet", append(seedLinks(), Local{Name: "br0", Addrs: []netip.Prefix{p("10.99.0.1/16")}}),
+			"interfaces:7: fakenet 10.99.255.0/24 overlaps 10.99.0.1/16 of br0"},
+		{"the VIP on lo", append(seedLinks(), Local{Name: "lo", Up: true, Addrs: []netip.Prefix{p("10.99.255.10/32")}}),
+			"interfaces:3: address 10.99.255.10 (the VIP of tun0) is also an address of lo"},
+		{"inet6 on a NIC", append(seedLinks(), Local{Name: "eth9", Addrs: []netip.Prefix{p("fd99::1/64")}}), ""},
+	} {
+		err := CheckHost(g, tc.links)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
+		}
+		if _, berr := Build(Input{Group: g, Links: tc.links}); (berr == nil) != (err == nil) {
+			t.Errorf("%s: Build says %v, CheckHost %v", tc.name, berr, err)
+		}
 	}
 }

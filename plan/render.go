@@ -29,12 +29,22 @@ func (d Desired) Commands() []string {
 			add("#   path %d table %d weight %d mark %#x: %s on %s, %s since %s (%s)", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev, p.State, p.Since.UTC().Format(time.RFC3339), p.Reason)
 		}
 	}
-	add("ip tuntap add mode tun name %s   # only if missing", d.TUN.Name)
-	if d.TUN.MTU != 0 {
-		add("ip link set dev %s mtu %d up", d.TUN.Name, d.TUN.MTU)
-	} else {
-		add("ip link set dev %s up", d.TUN.Name)
+	for _, o := range d.PeersOut {
+		if o.State == PathPending {
+			add("#   peer %s: path %d out (%s)", o.Peer, o.Path+1, o.Reason)
+		} else {
+			add("#   peer %s: path %d out, %s since %s (%s)", o.Peer, o.Path+1, o.State, o.Since.UTC().Format(time.RFC3339), o.Reason)
+		}
 	}
+	add("ip tuntap add mode tun name %s   # only if missing", d.TUN.Name)
+	link := "ip link set dev " + d.TUN.Name
+	if d.TUN.MTU != 0 {
+		link += fmt.Sprintf(" mtu %d", d.TUN.MTU)
+	}
+	if d.TUN.GSOMaxSize != 0 {
+		link += fmt.Sprintf(" gso_max_size %d", d.TUN.GSOMaxSize)
+	}
+	add("%s up", link)
 	add("ip %s addr replace %s dev %s", ipf, d.VIP, d.TUN.Name)
 	for _, s := range d.Sysctls {
 		add("sysctl -w %s=%s", strings.ReplaceAll(s.Key, "/", "."), s.Value)
@@ -104,36 +114,44 @@ func (n *Nft) Script() []string {
 	if n.Family == parser.Inet6 {
 		fam = "ip6"
 	}
-	var marks []uint32
-	for _, m := range n.Sequence {
-		if !containsMark(marks, m) {
-			marks = append(marks, m)
-		}
-	}
 	out := []string{fmt.Sprintf("nft -f - <<'EOF'"), fmt.Sprintf("table %s %s {", fam, n.Table)}
-	for _, m := range marks {
+	for _, m := range n.Marks() {
 		out = append(out, fmt.Sprintf("  chain %s { counter meta mark set meta mark & %#08x ^ %#08x; }", ChainName(m), ^n.Mask, m))
 	}
-	var elems []string
-	for i, m := range n.Sequence {
-		elems = append(elems, fmt.Sprintf("%d : goto %s", i, ChainName(m)))
+	numgen := func(seq []uint32) string {
+		var elems []string
+		for i, m := range seq {
+			elems = append(elems, fmt.Sprintf("%d : goto %s", i, ChainName(m)))
+		}
+		return fmt.Sprintf("numgen inc mod %d vmap { %s }", len(seq), strings.Join(elems, ", "))
+	}
+	var peers []string
+	for i, p := range n.Peers {
+		verdict := "accept" // no path reaches them: unmarked
+		switch {
+		case p.HasChain():
+			verdict = "goto " + SequenceChain(i)
+			out = append(out, fmt.Sprintf("  chain %s { %s; }", SequenceChain(i), numgen(p.Sequence)))
+		case len(p.Sequence) == 1:
+			verdict = "goto " + ChainName(p.Sequence[0])
+		}
+		for _, v := range p.VIPs {
+			peers = append(peers, fmt.Sprintf("%s : %s", v, verdict))
+		}
 	}
 	out = append(out, "  chain route {", "    type route hook output priority mangle; policy accept;")
+	if pin := n.PinMPTCP; pin != nil {
+		out = append(out, fmt.Sprintf("    meta l4proto tcp %s saddr %s tcp option mptcp exists goto %s", fam, pin.Src, ChainName(pin.Mark)))
+	}
 	if n.SkipMPTCP {
 		out = append(out, "    meta l4proto tcp tcp option mptcp exists return")
 	}
+	if len(peers) > 0 {
+		out = append(out, fmt.Sprintf("    %s daddr vmap { %s }", fam, strings.Join(peers, ", ")))
+	}
 	for _, fn := range n.Fakenets {
-		out = append(out, fmt.Sprintf("    %s daddr %s numgen inc mod %d vmap { %s }", fam, fn, len(n.Sequence), strings.Join(elems, ", ")))
+		out = append(out, fmt.Sprintf("    %s daddr %s %s", fam, fn, numgen(n.Sequence)))
 	}
 	out = append(out, "  }", "}", "EOF")
 	return out
-}
-
-func containsMark(ms []uint32, m uint32) bool {
-	for _, x := range ms {
-		if x == m {
-			return true
-		}
-	}
-	return false
 }

@@ -55,3 +55,46 @@ python3 -c "print('aggregate / sum of links alone: %.3f' % ($agg / $sum))"
 for h in A B; do "$lab/ifupdown-netns.sh" ${P}$h "$work/etc-$h" ifdown -a; done
 left=$(ip -n ${P}A rule show | grep -cE 'linkagg|proto 76' || true)
 echo "after ifdown -a: $left rules of ours, nft tables: $(ip netns exec ${P}A nft list tables | grep -c linkagg || true)"
+
+# Part 2: the lab of the blog post we were built from, three hosts with two NICs each on ONE switch (a Linux
+# bridge), every NIC and switch port shaped to 200 Mbit/s, all NICs on one subnet, configured by ifup -a.
+[ -n "${DEMO_NO_SWITCH:-}" ] && exit 0
+S=${P}s
+cleanup_switch() {
+  for h in A B C; do [ -d "$work/sw-$h" ] && "$lab/ifupdown-netns.sh" $S$h "$work/sw-$h" ifdown -a >/dev/null 2>&1 || true; done
+  "$lab/switch.sh" down $S "A B C" 2 >/dev/null 2>&1 || true
+}
+trap 'cleanup_switch; cleanup' EXIT
+echo
+echo "== one switch: hosts A, B, C with eth0 and eth1 each (10.0.0.10/.11, .20/.21, .30/.31), 200 Mbit/s per NIC"
+"$lab/switch.sh" up $S "A B C" 2 200 none
+k=0
+for h in A B C; do
+  k=$((k + 1)); etc=$work/sw-$h; mkdir -p "$etc"
+  for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do mkdir -p "$etc/$d"; ln -s "$bin/linkagg-ifupdown" "$etc/$d/linkagg"; done
+  {
+    for i in 0 1; do printf 'auto eth%d\niface eth%d inet static\n    address 10.0.0.%d/24\n\n' $i $i $((10 * k + i)); done
+    printf 'auto tun0\niface tun0 inet static\n    address 10.99.255.%d\n    netmask 255.255.255.255\n    fakenet 10.99.255.0/24\n    table 41000 41001\n' $((10 * k))
+    for j in 1 2 3; do printf '    rspec 10.99.255.%d:10.0.0.%d:10.0.0.%d\n' $((10 * j)) $((10 * j)) $((10 * j + 1)); done
+  } > "$etc/interfaces"
+  "$lab/ifupdown-netns.sh" $S$h "$etc" ifup -a
+done
+echo "== host A, its tables: each path leaves by its own NIC, though both NICs are on 10.0.0.0/24"
+ip -n ${S}A route show table 41000 | sed 's/^/   41000: /'
+ip -n ${S}A route show table 41001 | sed 's/^/   41001: /'
+tx() { for i in 0 1; do ip netns exec ${S}A cat /sys/class/net/eth$i/statistics/tx_bytes; done; }
+port=5390
+ip netns exec ${S}B iperf3 -s -1 -p $port >/dev/null 2>&1 & sleep 0.5
+t0=($(tx))
+one=$(ip netns exec ${S}A iperf3 -c 10.0.0.20 -p $port -t $SECS -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6,1))')
+wait
+ip netns exec ${S}B iperf3 -s -1 -p $((port + 1)) >/dev/null 2>&1 & sleep 0.5
+t0=($(tx))
+agg=$(ip netns exec ${S}A iperf3 -c 10.99.255.20 -p $((port + 1)) -t $SECS -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6,1))')
+wait
+t1=($(tx))
+printf 'A -> B over one NIC (10.0.0.20):     %8.1f Mbit/s\n' $one
+printf 'A -> B VIP -> VIP over both NICs:     %8.1f Mbit/s (%.2f x one NIC); A sent %d MB on eth0, %d MB on eth1\n' $agg \
+  "$(python3 -c "print($agg / $one)")" $(( (t1[0] - t0[0]) / 1000000 )) $(( (t1[1] - t0[1]) / 1000000 ))
+for h in A B C; do "$lab/ifupdown-netns.sh" $S$h "$work/sw-$h" ifdown -a; done
+echo "after ifdown -a on every host: $(ip -n ${S}A rule show | grep -cE 'linkagg|proto 76' || true) rules of ours on A"

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,24 +19,39 @@ type Flow struct {
 	l        *Lab
 	srv, cli *exec.Cmd
 	out      bytes.Buffer
+	started  time.Time // when the client started: the 0 of its intervals
 }
 
-// StartFlow starts a flow of secs seconds with 0.5 s intervals.
+// flowPorts hands out the server ports of background flows: several may run into one host at a time.
+var flowPorts atomic.Int32
+
+// StartFlow starts a flow A -> dst (on B) of secs seconds with 0.5 s intervals.
 func (l *Lab) StartFlow(dst string, secs int) *Flow {
 	l.t.Helper()
-	port := fmt.Sprint(5701 + time.Now().Nanosecond()%500)
+	return l.StartIperf(IperfFlow{From: "A", To: "B", Dst: dst, Secs: secs})
+}
+
+// StartIperf starts flow f in the background with 0.5 s intervals; Wait ends it.
+func (l *Lab) StartIperf(fl IperfFlow) *Flow {
+	l.t.Helper()
+	port := fmt.Sprint(5701 + flowPorts.Add(1)%500)
 	f := &Flow{l: l}
-	f.srv = exec.Command("ip", "netns", "exec", l.NS("B"), "iperf3", "-s", "-1", "-p", port)
+	f.srv = exec.Command("ip", "netns", "exec", l.NS(fl.To), "iperf3", "-s", "-1", "-p", port)
 	must(l.t, f.srv.Start())
 	for range 50 {
-		if strings.Contains(l.In("B", "ss", "-ltn"), ":"+port) {
+		if strings.Contains(l.In(fl.To, "ss", "-ltn"), ":"+port) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	f.cli = exec.Command("ip", "netns", "exec", l.NS("A"), "timeout", fmt.Sprint(secs+20), "iperf3", "-c", dst, "-p", port, "-t", fmt.Sprint(secs), "-i", "0.5", "-J")
+	args := []string{"netns", "exec", l.NS(fl.From), "timeout", fmt.Sprint(fl.Secs + 20), "iperf3", "-c", fl.Dst, "-p", port, "-t", fmt.Sprint(fl.Secs), "-i", "0.5", "-J"}
+	if fl.CC != "" {
+		args = append(args, "-C", fl.CC)
+	}
+	f.cli = exec.Command("ip", args...)
 	f.cli.Stdout = &f.out
 	must(l.t, f.cli.Start())
+	f.started = time.Now()
 	return f
 }
 

@@ -264,7 +264,8 @@ func TestE2EMPTCP4(t *testing.T) {
 }
 
 // TestE2EHybrid: mode hybrid on 300/200 Mbit/s links, weight 3 2. A plain TCP flow is striped 3:2 as in
-// packet mode; an MPTCP flow goes by subflows and none of its segments gets a path mark (a test-only nft
+// packet mode; an MPTCP flow goes by subflows: only its first subflow's segments (from the VIP) get a
+// mark, the primary path's, and those of the other subflows (from the path addresses) none (a test-only nft
 // counter after our chain sees every MPTCP segment of the host with its mark); ifdown -a leaves nothing.
 func TestE2EHybrid(t *testing.T) {
 	l := NewLab(t, "mp", 300, 200)
@@ -276,7 +277,8 @@ func TestE2EHybrid(t *testing.T) {
 		l.MustIfupdown(h, "ifup", "-a")
 	}
 	k := l.Kernel("A")
-	if !strings.Contains(k.Nft, "tcp option mptcp exists return") || !strings.Contains(k.Nft, "numgen inc mod 5") {
+	if !strings.Contains(k.Nft, "tcp option mptcp exists return") || !strings.Contains(k.Nft, "numgen inc mod 5") ||
+		!strings.Contains(k.Nft, "ip saddr 10.97.255.10 tcp option mptcp exists goto mark_f8000000") {
 		t.Fatalf("hybrid nft table:\n%s", k.Nft)
 	}
 	if len(mpEndpoints(l, "A")) != 2 {
@@ -284,7 +286,9 @@ func TestE2EHybrid(t *testing.T) {
 	}
 	// counts MPTCP segments after our route chain (priority mangle = -150): all of them, and those marked
 	l.In("A", "nft", "add table ip mptest; add chain ip mptest out { type filter hook output priority 100; }; "+
-		"add rule ip mptest out tcp option mptcp exists meta mark & 0xff000000 != 0 counter comment \"marked\"; "+
+		"add rule ip mptest out tcp option mptcp exists ip saddr 10.97.255.10 meta mark & 0xff000000 == 0xf8000000 counter comment \"first\"; "+
+		"add rule ip mptest out tcp option mptcp exists ip saddr != 10.97.255.10 meta mark & 0xff000000 != 0 counter comment \"marked\"; "+
+		"add rule ip mptest out tcp option mptcp exists ip saddr 10.97.255.10 meta mark & 0xff000000 != 0xf8000000 counter comment \"marked\"; "+
 		"add rule ip mptest out tcp option mptcp exists counter comment \"all\"")
 
 	tx0 := l.TxBytes("A")
@@ -309,10 +313,10 @@ func TestE2EHybrid(t *testing.T) {
 		fmt.Sscan(m[1], &v)
 		n[m[2]] = v
 	}
-	if n["all"] < 1000 || n["marked"] != 0 {
-		t.Errorf("MPTCP segments: %d in all, %d of them with a path mark (want many, none marked):\n%s", n["all"], n["marked"], counters)
+	if n["all"] < 1000 || n["marked"] != 0 || n["first"] == 0 {
+		t.Errorf("MPTCP segments: %d in all, %d of the first subflow with the primary mark, %d others with a mark (want many, some, none):\n%s", n["all"], n["first"], n["marked"], counters)
 	}
-	t.Logf("MPTCP segments after our chain: %d, with a path mark: %d", n["all"], n["marked"])
+	t.Logf("MPTCP segments after our chain: %d, of the first subflow (primary mark) %d, other marked %d", n["all"], n["first"], n["marked"])
 	l.In("A", "nft", "delete", "table", "ip", "mptest")
 
 	for _, h := range []string{"A", "B"} {

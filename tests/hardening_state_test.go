@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -181,4 +182,66 @@ func TestHardeningRunDirFull(t *testing.T) {
 	r := execResult(h.linkaggCmd(ctx, fill, nil, "apply"))
 	checkOneLine(t, r, 3, `^linkagg: \S+/interfaces:1: tun0: apply tun0: saving the footprint: .*no space left on device \(nothing was written\)$`)
 	sameKernel(t, "apply with /run full", before, h.snapshot())
+}
+
+// TestHardeningSaveFails: "exit 3 = undone" holds when saving the state fails, with a real full file
+// system, not an injected error: the run dir is a tmpfs with room for N files (nr_inodes), N from 1 up
+// until the apply succeeds, so that each state write of the run in turn finds the file system full: the
+// footprint written ahead, the marker of the TUN being created, the sysctl claims written ahead of the
+// first sysctl write (after the TUN, VIP and link writes), the footprint after the last one. Each failing
+// run: exit 3, one line naming the file and saying what was undone, and the kernel as it was. (A full
+// file system after the last kernel write, on the footprint, is TestSaveFailureUndoes in apply.)
+func TestHardeningSaveFails(t *testing.T) {
+	h := newHD(t, "lhs", 72, 2)
+	h.writeIfaces(hdBase(h))
+	before := ""
+	line := regexp.MustCompile(`^linkagg: \S+/interfaces:1: tun0: apply tun0: (.*?): (?:writing|open) \S+: .*no space left on device \((nothing was written|all (\d+) writes undone)\)$`)
+	sysctls := "sysctl -qw net.ipv4.conf." + h.link(0) + ".rp_filter=1 net.ipv4.conf." + h.link(1) + ".rp_filter=0"
+	for i := range 2 {
+		sysctls += fmt.Sprintf(" net.ipv4.conf.%[1]s.arp_ignore=0 net.ipv4.conf.%[1]s.arp_announce=0", h.link(i))
+	}
+	h.sh(sysctls)
+	before = h.snapshot()
+	failed := map[string]bool{} // the steps whose state write failed after kernel writes
+	for n := 1; ; n++ {
+		if n > 12 {
+			t.Fatalf("%d inodes: apply never succeeded", n)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		full := fmt.Sprintf("mount -t tmpfs -o size=1m,nr_inodes=%d,mode=0700 tmpfs %s", n, h.rundir())
+		r := execResult(h.linkaggCmd(ctx, full, nil, "apply"))
+		cancel()
+		if r.code == 0 {
+			t.Logf("%d inodes: apply succeeded", n)
+			// its state was in the tmpfs, gone with the mount namespace: down finds the rest by the kernel's
+			// tags, but the sysctls' old values were only in the state (README: they stay as we set them)
+			h.mustLinkagg("down")
+			h.sh(sysctls)
+			sameKernel(t, "down after a run whose state is gone", before, h.snapshot())
+			break
+		}
+		if strings.Contains(r.stderr, "opening lock") {
+			continue // not even the lock fits: nothing was tried
+		}
+		m := line.FindStringSubmatch(strings.TrimSpace(r.stderr))
+		if r.code != 3 || m == nil || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+			t.Errorf("%d inodes: want exit 3 and one line saying what was undone, got %s", n, r)
+			continue
+		}
+		t.Logf("%d inodes: %s: %s", n, m[1], m[2])
+		if m[3] != "" && m[3] != "0" {
+			failed[m[1]] = true
+		}
+		sameKernel(t, fmt.Sprintf("%d inodes: %s", n, m[1]), before, h.snapshot())
+	}
+	// a read-only run dir: nothing is tried
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := execResult(h.linkaggCmd(ctx, "mount -t tmpfs -o ro,mode=0700 tmpfs "+h.rundir(), nil, "apply"))
+	checkOneLine(t, r, 3, `linkagg: opening lock: open \S+/lock: read-only file system$`)
+	sameKernel(t, "apply with a read-only run dir", before, h.snapshot())
+	if len(failed) == 0 {
+		t.Errorf("no run failed to save its state after kernel writes: the test proves nothing")
+	}
+	sameKernel(t, "apply and down with room", before, h.snapshot())
 }

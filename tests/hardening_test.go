@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -257,6 +258,12 @@ func hdCases() []hdCase {
 			os.Chmod(h.confdir(), 0o777)
 		}, code: 1, line: `DIR/linkagg: directory DIR/linkagg is writable by group/others \(mode 0777\): refusing`},
 
+		// the host's links make the group a black hole: exit 1 at the option's line, nothing written
+		{name: "a NIC address inside the fakenet", files: line(1, "iface tun0 inet static"), setup: "ip addr add 10.96.255.77/32 dev lo",
+			code: 1, line: `DIR/interfaces:4: fakenet 10\.96\.255\.0/24 overlaps 10\.96\.255\.77/32 of lo: its route via tun0 would take that subnet's traffic`},
+		{name: "the VIP on another link", files: line(1, "iface tun0 inet static"), setup: "ip addr add 10.96.255.10/32 dev lo",
+			code: 1, line: `DIR/interfaces:2: address 10\.96\.255\.10 \(the VIP of tun0\) is also an address of lo`},
+
 		// conflicts with the kernel: exit 3, refused before the first write, named at the option's line
 		{name: "table used by a foreign rule", files: line(1, "iface tun0 inet static"), setup: "ip rule add from 10.95.0.10 lookup 31001 pref 500",
 			code: 3, line: `DIR/interfaces:5: tun0: apply tun0: table 31001 is used by a foreign ip rule \(pref 500 from 10\.95\.0\.10/32 lookup 31001, proto \d+\): expected`},
@@ -275,6 +282,42 @@ func hdCases() []hdCase {
 			code:  3, line: `DIR/interfaces:1: tun0: apply tun0: nft table ip linkagg_tun0 exists and is not linkagg's .*: expected no table of that name`},
 		{name: "empty foreign nft table with our name", files: line(1, "iface tun0 inet static"), setup: `nft add table ip linkagg_tun0`,
 			code: 3, line: `DIR/interfaces:1: .*nft table ip linkagg_tun0 exists and is not linkagg's`},
+		// found by the one read-only pass before the first write: no "(... undone)" at the end
+		{name: "foreign route to a peer in our table", files: line(1, "iface tun0 inet static"), setup: "ip route add 10.96.255.20/32 via 10.95.1.20 table 31001",
+			code: 3, line: `DIR/interfaces:6: tun0: apply tun0: route 10\.96\.255\.20/32 table 31001: a foreign route \(10\.96\.255\.20/32 via 10\.95\.1\.20 dev hdca1 table 31001, proto \d+\) has the same destination: expected none \(remove it, or change the configuration\)$`},
+		{name: "foreign route to the fakenet", files: line(1, "iface tun0 inet static"), setup: "ip route add 10.96.255.0/24 via 10.95.0.1",
+			code: 3, line: `DIR/interfaces:4: tun0: apply tun0: route 10\.96\.255\.0/24 table main: a foreign route .* has the same destination: expected none \(remove it, or change the configuration\)$`},
+		{name: "foreign MPTCP endpoint on a path address", files: line(8, "    mode mptcp"), setup: "ip mptcp endpoint add 10.95.1.10 id 7 dev hdca1",
+			code: 3, line: `DIR/interfaces:6: tun0: apply tun0: path 2: address 10\.95\.1\.10 already has an MPTCP endpoint of other software \(10\.95\.1\.10 id 7 .*\): expected none \(remove it, or give this path mptcp-flags off\)$`},
+
+		// what would black-hole traffic is refused at validate, before any kernel read or write
+		{name: "fakenet default route", files: line(4, "    fakenet 0.0.0.0/0"), code: 1, line: `DIR/interfaces:4: fakenet "0\.0\.0\.0/0": the default route: expected a prefix of /8 or longer`},
+		{name: "fakenet in loopback", files: line(8, "    fakenet 127.1.0.0/16"), code: 1, line: `DIR/interfaces:8: fakenet "127\.1\.0\.0/16": overlaps the loopback range 127\.0\.0\.0/8`},
+		{name: "gateway is our own address", files: line(7, "    rspec 10.96.255.20:10.95.0.20:10.95.0.10"), code: 1, line: `DIR/interfaces:7: rspec entry for 10\.96\.255\.20: gateway 10\.95\.0\.10 of path 2 is this host's own address on path 1`},
+		{name: "gateway in the fakenet", files: line(7, "    rspec 10.96.255.20:10.96.255.1:10.95.1.20"), code: 1, line: `DIR/interfaces:7: rspec entry for 10\.96\.255\.20: gateway 10\.96\.255\.1 of path 1 is inside fakenet 10\.96\.255\.0/24`},
+		{name: "gateway link-local", files: line(7, "    rspec 10.96.255.20:169.254.0.20:10.95.1.20"), code: 1, line: `DIR/interfaces:7: .*gateway 169\.254\.0\.20 of path 1 is link-local`},
+		{name: "VIP is a path address", files: line(6, "    rspec 10.96.255.10:10.96.255.10:10.95.1.10"), code: 1, line: `DIR/interfaces:6: own address 10\.96\.255\.10 of path 1 is this group's VIP`},
+		{name: "fakenets of two groups overlap", files: ifacesCase(func(h *hdHost) string {
+			return hdBase(h) + "iface tun1 inet static\n    address 10.96.0.10\n    fakenet 10.96.0.0/16\n    table 31002 31003\n    rspec 10.96.0.10:" + h.own(0) + ":" + h.own(1) + "\n"
+		}), code: 1, line: `DIR/interfaces:10: fakenet 10\.96\.0\.0/16 overlaps fakenet 10\.96\.255\.0/24 of group tun0 \(at DIR/interfaces:4\)`},
+		{name: "VIP in two groups", files: ifacesCase(func(h *hdHost) string {
+			return hdBase(h) + "iface tun1 inet static\n    address 10.96.255.20\n    fakenet 10.96.255.0/24\n    table 31002 31003\n    rspec 10.96.255.20:" + h.own(0) + "\n"
+		}), code: 1, line: `DIR/interfaces:9: address 10\.96\.255\.20 is also the VIP of peer 10\.96\.255\.20 of group tun0 \(at DIR/interfaces:7\)`},
+		{name: "rule-priority 1 in mode hybrid", files: line(8, "    mode hybrid\n    rule-priority 1"), code: 1, line: `DIR/interfaces:9: rule-priority 1: expected 2\.\.32764 in mode hybrid`},
+		{name: "rule-priority 32764 in mode mptcp", files: line(8, "    mode mptcp\n    rule-priority 32764"), code: 1, line: `DIR/interfaces:9: rule-priority 32764: expected 1\.\.32763 in mode mptcp`},
+		{name: "weights beyond one nftables transaction", files: line(8, "    weight 1000 999"), code: 1, line: `DIR/interfaces:8: weights reduce to a sequence of 1999 entries; at most 1024 fit in one nftables transaction \(1 fakenet, 2 paths, 1 peer\)`},
+		{name: "TOML weights beyond one nftables transaction", files: func(h *hdHost) { h.write("linkagg/a.toml", tomlBase+"weight = [1000, 999]\n", 0o644) }, code: 1, line: `DIR/linkagg/a\.toml:6 \(tun0\.weight\): weights reduce to a sequence of 1999 entries`},
+
+		// files root must not act on, and files that would hang a read
+		{name: "config file of another user", files: func(h *hdHost) { h.write("interfaces", hdBase(h), 0o644); os.Chown(h.interfaces(), 4321, 4321) }, code: 1, line: `DIR/interfaces: file DIR/interfaces is owned by uid 4321: expected root: refusing`},
+		{name: "symlink to a file of another user", files: func(h *hdHost) {
+			h.write("elsewhere/interfaces", hdBase(h), 0o644)
+			os.Chown(filepath.Join(h.dir, "elsewhere/interfaces"), 4321, 4321)
+			os.Remove(h.interfaces())
+			os.Symlink(filepath.Join(h.dir, "elsewhere/interfaces"), h.interfaces())
+		}, code: 1, line: `DIR/interfaces: file DIR/interfaces \(symlink to DIR/elsewhere/interfaces\) is owned by uid 4321`},
+		{name: "FIFO named .toml", files: func(h *hdHost) { syscall.Mkfifo(filepath.Join(h.confdir(), "a.toml"), 0o644) }, code: 1, line: `DIR/linkagg/a\.toml: file DIR/linkagg/a\.toml is a named pipe \(FIFO\): expected a regular file`},
+		{name: "FIFO as the interfaces file", files: func(h *hdHost) { os.Remove(h.interfaces()); syscall.Mkfifo(h.interfaces(), 0o644) }, code: 1, line: `DIR/interfaces: file DIR/interfaces is a named pipe \(FIFO\): expected a regular file`},
 	}
 }
 
@@ -297,7 +340,8 @@ func TestHardeningBadInputCLI(t *testing.T) {
 				h.sh(tc.setup)
 				t.Cleanup(func() {
 					exec.Command("ip", "netns", "exec", h.ns(), "sh", "-c",
-						"ip rule del pref 500 2>/dev/null; nft flush ruleset; ip link del tun0 2>/dev/null; true").Run()
+						"ip rule del pref 500 2>/dev/null; ip addr flush dev lo scope global; nft flush ruleset; ip link del tun0 2>/dev/null; ip mptcp endpoint flush; "+
+							"ip route flush table 31001; ip route del 10.96.255.0/24 2>/dev/null; true").Run()
 				})
 			}
 			before := h.snapshot()
@@ -305,6 +349,9 @@ func TestHardeningBadInputCLI(t *testing.T) {
 			defer cancel()
 			r := execResult(h.linkaggCmd(ctx, tc.wrap, nil, "apply"))
 			checkOneLine(t, r, tc.code, "linkagg: "+strings.ReplaceAll(tc.line, "DIR", regexp.QuoteMeta(h.dir)))
+			if tc.code == 1 { // a configuration error: `linkagg validate` says the same
+				checkOneLine(t, execResult(h.linkaggCmd(ctx, tc.wrap, nil, "validate")), 1, "linkagg: "+strings.ReplaceAll(tc.line, "DIR", regexp.QuoteMeta(h.dir)))
+			}
 			sameKernel(t, tc.name, before, h.snapshot())
 		})
 	}
@@ -363,12 +410,18 @@ func TestHardeningIfupdownBadInput(t *testing.T) {
 	// tun0's stanza starts at line 9
 	good := "iface tun0 inet static\n    address 10.91.255.10\n    netmask 255.255.255.255\n    fakenet 10.91.255.0/24\n    table 32001 32002\n    rspec 10.91.255.10:10.92.0.10:10.92.1.10\n    rspec 10.91.255.20:10.92.0.20:10.92.1.20\n"
 	for _, tc := range []struct {
-		name, stanza, setup, line string
+		name, stanza, setup, cleanup, line string
 	}{
-		{"weight 0", good + "    weight 0 1\n", "", `/etc/network/interfaces:16: weight "0": expected a positive integer`},
-		{"VIP outside fakenet", strings.Replace(good, "fakenet 10.91.255.0/24", "fakenet 10.91.254.0/24", 1), "", `/etc/network/interfaces:10: address 10\.91\.255\.10 is outside every fakenet`},
-		{"table used by a foreign rule", good, "ip rule add to 192.0.2.0/24 lookup 32001 pref 600",
+		{"weight 0", good + "    weight 0 1\n", "", "", `/etc/network/interfaces:16: weight "0": expected a positive integer`},
+		{"VIP outside fakenet", strings.Replace(good, "fakenet 10.91.255.0/24", "fakenet 10.91.254.0/24", 1), "", "", `/etc/network/interfaces:10: address 10\.91\.255\.10 is outside every fakenet`},
+		{"gateway in the fakenet", strings.Replace(good, "10.91.255.20:10.92.0.20", "10.91.255.20:10.91.255.1", 1), "", "", `/etc/network/interfaces:15: rspec entry for 10\.91\.255\.20: gateway 10\.91\.255\.1 of path 1 is inside fakenet`},
+		{"table used by a foreign rule", good, "ip rule add to 192.0.2.0/24 lookup 32001 pref 600", "ip rule del pref 600",
 			`/etc/network/interfaces:13: tun0: apply tun0: table 32001 is used by a foreign ip rule \(pref 600 to 192\.0\.2\.0/24 lookup 32001`},
+		// Precheck, the one read-only pass, finds these at pre-up, before the first write
+		{"foreign route to a peer in our table", good, "ip route add 10.91.255.20/32 via 10.92.1.20 table 32002", "ip route flush table 32002",
+			`/etc/network/interfaces:14: tun0: apply tun0: route 10\.91\.255\.20/32 table 32002: a foreign route \(.* proto \d+\) has the same destination: expected none \(remove it, or change the configuration\)$`},
+		{"foreign MPTCP endpoint on a path address", good + "    mode mptcp\n", "ip mptcp endpoint add 10.92.0.10 id 9 dev " + l.Link("A", 0), "ip mptcp endpoint flush",
+			`/etc/network/interfaces:14: tun0: apply tun0: path 1: address 10\.92\.0\.10 already has an MPTCP endpoint of other software \(10\.92\.0\.10 id 9 .*\): expected none`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l.t = t
@@ -377,11 +430,12 @@ func TestHardeningIfupdownBadInput(t *testing.T) {
 			l.MustIfupdown("A", "ifup", l.Link("A", 0), l.Link("A", 1))
 			if tc.setup != "" {
 				l.In("A", "sh", "-c", tc.setup)
-				defer l.In("A", "sh", "-c", "ip rule del pref 600")
+				defer l.In("A", "sh", "-c", tc.cleanup)
 			}
 			before := kernelSnapshot(t, l.NS("A"))
 			out, err := l.Ifupdown("A", "ifup", "tun0")
 			if err == nil {
+				l.Ifupdown("A", "ifdown", "tun0", l.Link("A", 0), l.Link("A", 1)) // the next case starts clean
 				t.Fatalf("ifup tun0 succeeded:\n%s", out)
 			}
 			var ours []string

@@ -75,12 +75,15 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// Lab is two hosts A and B (namespaces PREFIX+"A"/"B") joined by len(rates) links.
+// Lab is a set of hosts (namespaces PREFIX+"A", PREFIX+"B", …): two hosts joined by point-to-point links
+// (NewLab), or several hosts whose NICs all plug into one switch (NewSwitchLab).
 type Lab struct {
 	t      *testing.T
 	Prefix string
-	Rates  []int
+	Rates  []int // per NIC index, Mbit/s
+	Hosts  []string
 	dir    string
+	nic    func(h string, i int) string // host h's NIC number i
 }
 
 // NewLab starts the two hosts with unaddressed, down links; ifupdown configures them from each host's
@@ -94,7 +97,8 @@ func NewLab(t *testing.T, prefix string, rates ...int) *Lab {
 func NewLabWithHook(t *testing.T, hook, prefix string, rates ...int) *Lab {
 	t.Helper()
 	needRoot(t)
-	l := &Lab{t: t, Prefix: prefix, Rates: rates, dir: t.TempDir()}
+	l := &Lab{t: t, Prefix: prefix, Rates: rates, Hosts: []string{"A", "B"}, dir: t.TempDir(),
+		nic: func(h string, i int) string { return fmt.Sprintf("%s%s%d", prefix, strings.ToLower(h), i) }}
 	var rs []string
 	for _, r := range rates {
 		rs = append(rs, fmt.Sprint(r))
@@ -105,28 +109,52 @@ func NewLabWithHook(t *testing.T, hook, prefix string, rates ...int) *Lab {
 		t.Fatalf("twohost up: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { exec.Command(filepath.Join(repoRoot, "tests/lab/twohost.sh"), "down", prefix).Run() })
-	for _, h := range []string{"A", "B"} {
+	l.installHooks(hook)
+	return l
+}
+
+// NewSwitchLab starts hosts (e.g. "A B C") with nics NICs each, eth0…, every one plugged into one switch: a
+// Linux bridge in namespace PREFIX+"sw", one broadcast domain, each NIC and the switch port toward it shaped
+// to rate Mbit/s (tests/lab/switch.sh). The NICs are down and unaddressed, for ifupdown to configure.
+func NewSwitchLab(t *testing.T, prefix string, hosts []string, nics, rate int) *Lab {
+	t.Helper()
+	needRoot(t)
+	l := &Lab{t: t, Prefix: prefix, Hosts: hosts, dir: t.TempDir(),
+		nic: func(_ string, i int) string { return fmt.Sprintf("eth%d", i) }}
+	for range nics {
+		l.Rates = append(l.Rates, rate)
+	}
+	script := filepath.Join(repoRoot, "tests/lab/switch.sh")
+	hs := strings.Join(hosts, " ")
+	t.Cleanup(func() { exec.Command(script, "down", prefix, hs, fmt.Sprint(nics)).Run() })
+	if out, err := exec.Command(script, "up", prefix, hs, fmt.Sprint(nics), fmt.Sprint(rate), "none").CombinedOutput(); err != nil {
+		t.Fatalf("switch up: %v\n%s", err, out)
+	}
+	l.installHooks(filepath.Join(binDir, "linkagg-ifupdown"))
+	return l
+}
+
+// installHooks lays out each host's /etc/network hook folders as the package does: a symlink to the one
+// hook binary in each.
+func (l *Lab) installHooks(hook string) {
+	for _, h := range l.Hosts {
 		etc := l.Etc(h)
 		for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
 			if err := os.MkdirAll(filepath.Join(etc, d), 0o755); err != nil {
-				t.Fatal(err)
+				l.t.Fatal(err)
 			}
-			// installed as the package does: a symlink to the one hook binary
 			if err := os.Symlink(hook, filepath.Join(etc, d, "linkagg")); err != nil {
-				t.Fatal(err)
+				l.t.Fatal(err)
 			}
 		}
 	}
-	return l
 }
 
 func (l *Lab) NS(h string) string  { return l.Prefix + h }
 func (l *Lab) Etc(h string) string { return filepath.Join(l.dir, "etc-"+h) }
 
-// Link is host h's end of link i.
-func (l *Lab) Link(h string, i int) string {
-	return fmt.Sprintf("%s%s%d", l.Prefix, strings.ToLower(h), i)
-}
+// Link is host h's NIC i: its end of link i, or its i-th NIC on the switch.
+func (l *Lab) Link(h string, i int) string { return l.nic(h, i) }
 
 func (l *Lab) WriteInterfaces(h, text string) {
 	l.t.Helper()
@@ -209,11 +237,16 @@ func (k Kernel) HasLink(name string) bool {
 }
 
 // TxBytes reads the transmit byte counters of host h's links.
-func (l *Lab) TxBytes(h string) []uint64 {
+func (l *Lab) TxBytes(h string) []uint64 { return l.nicCounters(h, "tx_bytes") }
+
+// RxBytes reads the receive byte counters of host h's links.
+func (l *Lab) RxBytes(h string) []uint64 { return l.nicCounters(h, "rx_bytes") }
+
+func (l *Lab) nicCounters(h, counter string) []uint64 {
 	l.t.Helper()
 	var out []uint64
 	for i := range l.Rates {
-		s := strings.TrimSpace(l.In(h, "cat", "/sys/class/net/"+l.Link(h, i)+"/statistics/tx_bytes"))
+		s := strings.TrimSpace(l.In(h, "cat", "/sys/class/net/"+l.Link(h, i)+"/statistics/"+counter))
 		var v uint64
 		fmt.Sscan(s, &v)
 		out = append(out, v)
@@ -231,12 +264,30 @@ func (l *Lab) Iperf(dst string, secs int) float64 {
 	return mbit
 }
 
-// iperf runs one iperf3 flow A -> dst for secs seconds, both ends started through wrap (e.g. mptcpize run),
-// calls during (if any) one second into the flow, and returns the received Mbit/s and the client's error.
+// iperf runs one iperf3 flow A -> dst (a host of B) for secs seconds, both ends started through wrap (e.g.
+// mptcpize run), calls during (if any) one second into the flow, and returns the received Mbit/s and the
+// client's error.
 func (l *Lab) iperf(dst string, secs int, wrap []string, during func()) (float64, error) {
 	l.t.Helper()
+	return l.Flow(IperfFlow{From: "A", To: "B", Dst: dst, Secs: secs, Wrap: wrap, During: during})
+}
+
+// IperfFlow is one iperf3 TCP flow between two hosts of the lab.
+type IperfFlow struct {
+	From, To string // hosts: the client sends, the server (on To) receives
+	Dst      string // the address the client connects to
+	Secs     int
+	Omit     int      // seconds at the start not counted (iperf3 -O): slow start
+	CC       string   // the sender's congestion control (iperf3 -C): cubic, bbr; "" = the namespace's default
+	Wrap     []string // command both ends run under, e.g. mptcpize run
+	During   func()   // called one second into the flow
+}
+
+// Flow runs f and returns the received Mbit/s and the client's error.
+func (l *Lab) Flow(f IperfFlow) (float64, error) {
+	l.t.Helper()
 	port := fmt.Sprint(5201 + time.Now().Nanosecond()%500)
-	srvArgs := append(append([]string{"netns", "exec", l.NS("B")}, wrap...), "iperf3", "-s", "-1", "-p", port)
+	srvArgs := append(append([]string{"netns", "exec", l.NS(f.To)}, f.Wrap...), "iperf3", "-s", "-1", "-p", port)
 	srv := exec.Command("ip", srvArgs...)
 	if err := srv.Start(); err != nil {
 		l.t.Fatal(err)
@@ -252,20 +303,26 @@ func (l *Lab) iperf(dst string, secs int, wrap []string, during func()) (float64
 			<-done
 		}
 	}()
-	for i := 0; i < 50 && !strings.Contains(l.In("B", "ss", "-ltn"), ":"+port); i++ {
+	for i := 0; i < 50 && !strings.Contains(l.In(f.To, "ss", "-ltn"), ":"+port); i++ {
 		time.Sleep(100 * time.Millisecond)
 	}
-	cliArgs := append(append([]string{"netns", "exec", l.NS("A"), "timeout", fmt.Sprint(secs + 20)}, wrap...),
-		"iperf3", "-c", dst, "-p", port, "-t", fmt.Sprint(secs), "-J")
+	cliArgs := append(append([]string{"netns", "exec", l.NS(f.From), "timeout", fmt.Sprint(f.Secs + 20)}, f.Wrap...),
+		"iperf3", "-c", f.Dst, "-p", port, "-t", fmt.Sprint(f.Secs), "-J")
+	if f.CC != "" {
+		cliArgs = append(cliArgs, "-C", f.CC)
+	}
+	if f.Omit > 0 {
+		cliArgs = append(cliArgs, "-O", fmt.Sprint(f.Omit))
+	}
 	cli := exec.Command("ip", cliArgs...)
 	var out strings.Builder
 	cli.Stdout = &out
 	if err := cli.Start(); err != nil {
 		l.t.Fatal(err)
 	}
-	if during != nil {
+	if f.During != nil {
 		time.Sleep(time.Second)
-		during()
+		f.During()
 	}
 	err := cli.Wait()
 	var res struct {

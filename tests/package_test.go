@@ -24,21 +24,20 @@ const debPkg = "linkagg-hooks"
 // debFiles is every non-directory the package ships: path → "type mode owner [link target]".
 var debFiles = map[string]string{
 	"/etc/iproute2/rt_protos.d/linkagg.conf": "f 644 root:root",
-	"/etc/linkagg/README":                    "f 644 root:root",
 	"/etc/network/if-pre-up.d/linkagg":       "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
 	"/etc/network/if-up.d/linkagg":           "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
 	"/etc/network/if-down.d/linkagg":         "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
 	"/etc/network/if-post-down.d/linkagg":    "l 777 root:root /usr/lib/linkagg/linkagg-ifupdown",
 	"/usr/lib/linkagg/linkagg-ifupdown":      "f 755 root:root",
 	"/usr/sbin/linkagg":                      "f 755 root:root",
-	// systemd-networkd hosts and failover (issue 5)
+	// systemd-networkd hosts and failover (issue 5); vendor files under /usr and /lib (issue 13)
 	"/usr/lib/linkagg/linkagg-networkd":                                       "f 755 root:root",
-	"/etc/networkd-dispatcher/routable.d/50-linkagg":                          "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
-	"/etc/networkd-dispatcher/degraded.d/50-linkagg":                          "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
-	"/etc/networkd-dispatcher/carrier.d/50-linkagg":                           "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
-	"/etc/networkd-dispatcher/no-carrier.d/50-linkagg":                        "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
-	"/etc/networkd-dispatcher/off.d/50-linkagg":                               "l 777 root:root /usr/lib/linkagg/linkagg-networkd",
-	"/etc/systemd/networkd.conf.d/linkagg.conf":                               "f 644 root:root",
+	"/usr/lib/networkd-dispatcher/routable.d/50-linkagg":                      "l 777 root:root ../../linkagg/linkagg-networkd",
+	"/usr/lib/networkd-dispatcher/degraded.d/50-linkagg":                      "l 777 root:root ../../linkagg/linkagg-networkd",
+	"/usr/lib/networkd-dispatcher/carrier.d/50-linkagg":                       "l 777 root:root ../../linkagg/linkagg-networkd",
+	"/usr/lib/networkd-dispatcher/no-carrier.d/50-linkagg":                    "l 777 root:root ../../linkagg/linkagg-networkd",
+	"/usr/lib/networkd-dispatcher/off.d/50-linkagg":                           "l 777 root:root ../../linkagg/linkagg-networkd",
+	"/lib/systemd/networkd.conf.d/linkagg.conf":                               "f 644 root:root",
 	"/lib/systemd/system/linkagg-watch.service":                               "f 644 root:root",
 	"/usr/share/doc/linkagg-hooks/examples/linkagg-tun0.netdev.example":       "f 644 root:root",
 	"/usr/share/doc/linkagg-hooks/examples/networkd/README":                   "f 644 root:root",
@@ -52,7 +51,7 @@ var debFiles = map[string]string{
 	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/10-eth3.network": "f 644 root:root",
 	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/tun0.toml":       "f 644 root:root",
 	"/usr/share/doc/linkagg-hooks/examples/networkd/four-nic/tun0-v6.toml":    "f 644 root:root",
-	"/usr/share/doc/linkagg-hooks/README.Debian":                              "f 644 root:root",
+	"/usr/share/doc/linkagg-hooks/README.Debian.gz":                           "f 644 root:root",
 	"/usr/share/doc/linkagg-hooks/README.md.gz":                               "f 644 root:root",
 	"/usr/share/doc/linkagg-hooks/changelog.Debian.gz":                        "f 644 root:root",
 	"/usr/share/doc/linkagg-hooks/copyright":                                  "f 644 root:root",
@@ -67,19 +66,24 @@ var debFiles = map[string]string{
 var debOwnDirs = []string{"/etc/linkagg", "/usr/lib/linkagg", "/usr/share/doc/linkagg-hooks",
 	"/usr/share/doc/linkagg-hooks/examples"}
 
-var debConffiles = []string{"/etc/iproute2/rt_protos.d/linkagg.conf", "/etc/linkagg/README", "/etc/systemd/networkd.conf.d/linkagg.conf"}
+// debConffiles: only what the admin may edit is under /etc (the hook links there are not conffiles)
+var debConffiles = []string{"/etc/iproute2/rt_protos.d/linkagg.conf"}
 
 // needPackaging is needRoot for this test: root, and the tools that build, lint and install a .deb. Missing
-// build tools are installed by `make deb-deps` (as `make deps` does for the other tests).
+// build tools and Build-Depends (Debian's Go >= 1.23 from bookworm-backports, dh-golang) are installed by
+// `make deb-deps` (as `make deps` does for the other tests).
 func needPackaging(t *testing.T) {
 	t.Helper()
 	needRoot(t)
 	missing := func() []string {
 		var m []string
-		for _, tool := range []string{"dpkg-buildpackage", "dh", "lintian", "unshare", "nsenter", "chroot", "mount"} {
+		for _, tool := range []string{"dpkg-buildpackage", "dh", "dh_golang", "lintian", "git", "unshare", "nsenter", "chroot", "mount"} {
 			if _, err := exec.LookPath(tool); err != nil {
 				m = append(m, tool)
 			}
+		}
+		if out, err := exec.Command("dpkg-checkbuilddeps", filepath.Join(repoRoot, "debian/control")).CombinedOutput(); err != nil {
+			m = append(m, strings.TrimSpace(string(out)))
 		}
 		return m
 	}
@@ -104,24 +108,39 @@ func buildDeb(t *testing.T) string {
 	if builtDeb != "" {
 		return builtDeb
 	}
+	builtDeb = makeDeb(t, "nocheck", filepath.Join(repoRoot, "build"))
+	return builtDeb
+}
+
+// makeDeb runs `make deb DEB_OUT=out` with DEB_BUILD_OPTIONS=opts and returns the binary package it made.
+func makeDeb(t *testing.T, opts, out string) string {
+	t.Helper()
 	start := time.Now()
-	cmd := exec.Command("make", "deb")
+	cmd := exec.Command("make", "deb", "DEB_OUT="+out)
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "DEB_BUILD_OPTIONS=nocheck")
-	out, err := cmd.CombinedOutput()
+	cmd.Env = append(os.Environ(), "DEB_BUILD_OPTIONS="+opts)
+	log, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("make deb: %v\n%s", err, out)
+		t.Fatalf("make deb: %v\n%s", err, log)
 	}
-	debs, _ := filepath.Glob(filepath.Join(repoRoot, "build", debPkg+"_*.deb"))
+	debs, _ := filepath.Glob(filepath.Join(out, debPkg+"_*.deb"))
 	if len(debs) != 1 {
-		t.Fatalf("make deb made %d packages in build/: %v\n%s", len(debs), debs, out)
+		t.Fatalf("make deb made %d packages in %s: %v\n%s", len(debs), out, debs, log)
 	}
 	if fi, err := os.Stat(debs[0]); err != nil || fi.ModTime().Before(start.Add(-time.Second)) {
 		t.Fatalf("%s was not rebuilt by make deb (%v)", debs[0], err)
 	}
-	t.Logf("built %s in %s", debs[0], time.Since(start).Round(time.Second))
-	builtDeb = debs[0]
-	return builtDeb
+	// built by Debian's Go, as Build-Depends says, whatever go the caller has on PATH
+	if bu := run(t, "dpkg-deb", "-f", debs[0], "Built-Using"); !regexp.MustCompile(`^golang-1\.\d+ \(= `).MatchString(bu) {
+		t.Errorf("%s: Built-Using is not Debian's Go: %q", debs[0], bu)
+	}
+	t.Logf("built %s (DEB_BUILD_OPTIONS=%s) in %s", debs[0], opts, time.Since(start).Round(time.Second))
+	return debs[0]
+}
+
+// debChanges is the .changes that lists the source and binary packages next to deb.
+func debChanges(deb string) string {
+	return strings.TrimSuffix(deb, ".deb") + ".changes"
 }
 
 // builtDeb is the package made by the first buildDeb of this test run.
@@ -231,13 +250,47 @@ func TestPackageDeb(t *testing.T) {
 	deb := buildDeb(t)
 
 	t.Run("lintian", func(t *testing.T) {
-		out, err := exec.Command("lintian", "--fail-on", "error,warning", "--info", deb).CombinedOutput()
-		t.Logf("lintian:\n%s", out)
+		// the .changes: the source package (.dsc, .orig.tar.gz, .debian.tar.xz) and both binary packages
+		changes := debChanges(deb)
+		out, err := exec.Command("lintian", "--pedantic", "--info", "--fail-on", "error,warning,info,pedantic", changes).CombinedOutput()
+		t.Logf("lintian --pedantic --info %s:\n%s", filepath.Base(changes), out)
 		if err != nil {
-			t.Fatalf("lintian --fail-on error,warning: %v", err)
+			t.Fatalf("lintian --pedantic: %v", err)
 		}
-		if m := regexp.MustCompile(`(?m)^[EW]: .*`).FindAllString(string(out), -1); len(m) > 0 {
-			t.Fatalf("lintian errors or warnings:\n%s", strings.Join(m, "\n"))
+		if m := regexp.MustCompile(`(?m)^[EWIP]: .*`).FindAllString(string(out), -1); len(m) > 0 {
+			t.Fatalf("lintian tags:\n%s", strings.Join(m, "\n"))
+		}
+		// the source package is complete: the .orig holds no debian/, the .dsc and tarballs are in build/
+		files := run(t, "sh", "-c", `sed -n '/^Files:/,/^[^ ]/p' "$1"`, "sh", changes)
+		for _, suffix := range []string{".dsc", ".orig.tar.gz", ".debian.tar.xz", "_amd64.deb"} {
+			if !strings.Contains(files, suffix) {
+				t.Errorf("%s lists no %s:\n%s", filepath.Base(changes), suffix, files)
+			}
+		}
+		origs, _ := filepath.Glob(filepath.Join(repoRoot, "build", debPkg+"_*.orig.tar.gz"))
+		if len(origs) != 1 {
+			t.Fatalf("no .orig.tar.gz in build/: %v", origs)
+		}
+		list := run(t, "tar", "-tzf", origs[0])
+		if regexp.MustCompile(`(?m)^[^/]+/debian/`).MatchString(list) {
+			t.Errorf("%s contains debian/", origs[0])
+		}
+		if !strings.Contains(list, "/vendor/modules.txt\n") || !strings.Contains(list, "/go.mod\n") {
+			t.Errorf("%s lacks go.mod or vendor/modules.txt", origs[0])
+		}
+	})
+
+	t.Run("dbgsym", func(t *testing.T) {
+		// dh_strip made the -dbgsym package from unstripped binaries (GNU build ids), and stripped them
+		dbg := strings.Replace(deb, debPkg+"_", debPkg+"-dbgsym_", 1)
+		ids := regexp.MustCompile(`usr/lib/debug/\.build-id/[0-9a-f]{2}/[0-9a-f]+\.debug`).FindAllString(run(t, "dpkg-deb", "-c", dbg), -1)
+		if len(ids) != 3 {
+			t.Errorf("%s holds %d .debug files, want 3 (linkagg, linkagg-ifupdown, linkagg-networkd)", filepath.Base(dbg), len(ids))
+		}
+		dir := t.TempDir()
+		run(t, "dpkg-deb", "-x", deb, dir)
+		if out := run(t, "readelf", "-S", "-n", filepath.Join(dir, "usr/sbin/linkagg")); regexp.MustCompile(`\s\.symtab\s`).MatchString(out) || !strings.Contains(out, "NT_GNU_BUILD_ID") {
+			t.Errorf("the packaged linkagg is not stripped or has no GNU build id:\n%s", out)
 		}
 	})
 
@@ -383,6 +436,24 @@ func TestPackageDeb(t *testing.T) {
 	for p, had := range hostHad {
 		if _, err := os.Lstat(p); (err == nil) != had {
 			t.Errorf("the host's %s changed (existed before: %v)", p, had)
+		}
+	}
+}
+
+// TestPackageNostrip: DEB_BUILD_OPTIONS=nostrip keeps the symbols and debug information in the packaged
+// binaries, and then there is no -dbgsym package.
+func TestPackageNostrip(t *testing.T) {
+	needPackaging(t)
+	out := t.TempDir()
+	deb := makeDeb(t, "nocheck nostrip", out)
+	if dbg, _ := filepath.Glob(filepath.Join(out, debPkg+"-dbgsym_*")); len(dbg) != 0 {
+		t.Errorf("nostrip made %v", dbg)
+	}
+	dir := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, dir)
+	for _, b := range []string{"usr/sbin/linkagg", "usr/lib/linkagg/linkagg-ifupdown", "usr/lib/linkagg/linkagg-networkd"} {
+		if out := run(t, "readelf", "-S", filepath.Join(dir, b)); !regexp.MustCompile(`\s\.symtab\s`).MatchString(out) || !strings.Contains(out, ".debug_info") {
+			t.Errorf("with nostrip %s has no symbol table or debug info:\n%s", b, out)
 		}
 	}
 }

@@ -1,5 +1,5 @@
 // Command linkagg-networkd is the hook networkd-dispatcher runs from its state folders
-// (/etc/networkd-dispatcher/{routable,degraded,carrier,no-carrier,off}.d) for every link whose operational
+// (/usr/lib/networkd-dispatcher/{routable,degraded,carrier,no-carrier,off}.d) for every link whose operational
 // state changes. It reads IFACE, STATE, OperationalState, AdministrativeState, IP_ADDRS, IP6_ADDRS and the
 // `json` variable, and converges the groups of /etc/linkagg/*.toml that use the interface: a group's own
 // TUN brings it up or down, a member NIC's carrier joins or leaves its path. The dispatcher passes its own
@@ -9,6 +9,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
@@ -22,7 +23,16 @@ func main() {
 	}
 	log := engine.NewLogger("linkagg-networkd", os.Getenv("LINKAGG_VERBOSE") == "1")
 	e := engine.New(log)
-	if err := e.HandleNetworkd(ev); err != nil {
+	// at the deadline: a failure for the event of a group's own TUN, none for any other interface's
+	stop := e.Watchdog(fmt.Sprintf("%s %s: ", ev.Iface, ev.State), func() int {
+		if e.OwnEvent.Load() {
+			return 1
+		}
+		return 0
+	})
+	err := e.HandleNetworkd(ev)
+	stop()
+	if err != nil {
 		log.Errorf("%s %s: %v", ev.Iface, ev.State, err)
 		os.Exit(1)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/linkagg/linkagg-hooks/cmd/internal/engine"
 	"github.com/linkagg/linkagg-hooks/health"
 	"github.com/linkagg/linkagg-hooks/parser"
+	"github.com/linkagg/linkagg-hooks/plan"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -91,9 +92,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "plan":
 		err = planCmd(e, operands, stdout)
 	case "apply":
+		stop := e.Watchdog("", func() int { return exitKernel })
 		err = e.ApplyGroups(operands)
+		stop()
 	case "down":
+		stop := e.Watchdog("", func() int { return exitKernel })
 		err = e.DownGroups(operands)
+		stop()
 	case "status":
 		out := statusOutput{json: *jsonOut, prometheus: *prometheus}
 		if fs.Changed("watch") {
@@ -166,7 +171,7 @@ func validate(e *engine.Engine, files []string, stdout io.Writer) error {
 		groups = cfg.Groups
 	} else {
 		for _, f := range files {
-			data, err := os.ReadFile(f)
+			data, err := parser.ReadFile(f) // a regular file only: a FIFO named here must not hang validate
 			if err != nil {
 				return &engine.ConfigError{Err: err}
 			}
@@ -182,6 +187,16 @@ func validate(e *engine.Engine, files []string, stdout io.Writer) error {
 			groups = append(groups, gs...)
 		}
 		if err := parser.Validate(groups); err != nil {
+			return &engine.ConfigError{Err: err}
+		}
+	}
+	// what the host's links make a black hole (plan.CheckHost): read-only, no lock
+	links, err := e.Links()
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if err := plan.CheckHost(g, links); err != nil {
 			return &engine.ConfigError{Err: err}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -36,6 +37,10 @@ func runCLI(args ...string) (int, string, string) {
 func TestExitCodes(t *testing.T) {
 	good := writeFile(t, "interfaces", goodStanza)
 	bad := writeFile(t, "interfaces", strings.Replace(goodStanza, "weight 3 2", "weight 3 0", 1))
+	fifo := filepath.Join(t.TempDir(), "pipe.toml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	unknownTOML := writeFile(t, "x.toml", "[tun1]\naddress = \"10.98.255.10\"\nfakenet = [\"10.98.255.0/24\"]\ntable = [1]\nrspec = [\"10.98.255.10:10.98.0.10\"]\ncolour = \"blue\"\n")
 	for _, tc := range []struct {
 		name     string
@@ -54,6 +59,7 @@ func TestExitCodes(t *testing.T) {
 		{"validate bad weight", []string{"validate", bad}, exitConfig, "", bad + ":6: "},
 		{"validate unknown TOML key", []string{"validate", unknownTOML}, exitConfig, "", unknownTOML + ":6"},
 		{"missing file", []string{"validate", "/nonexistent/interfaces"}, exitConfig, "", "/nonexistent/interfaces"},
+		{"validate a FIFO", []string{"validate", fifo}, exitConfig, "", fifo + ": file " + fifo + " is a named pipe (FIFO): expected a regular file"},
 		{"plan unknown group", []string{"--interfaces", good, "--confdir", t.TempDir(), "plan", "tun9"}, exitConfig, "", `no group "tun9"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/linkagg/linkagg-hooks/apply"
@@ -35,8 +37,13 @@ type Engine struct {
 	// UseCarrier plans links without carrier as down (networkd hosts, `linkagg watch`); it is also in force
 	// whenever a watcher runs on RunDir (health.WatcherRunning), so every planner agrees with it.
 	UseCarrier bool
-	// Deadline, when set, bounds the whole event: the wait for the lock ends before it.
-	Deadline time.Time
+	// Timeout bounds a hook run or CLI write command (Watchdog); LINKAGG_TIMEOUT, default DefaultTimeout.
+	Timeout time.Duration
+	// OwnEvent is set once the event turns out to be a group's own (networkd: the event of its TUN).
+	OwnEvent atomic.Bool
+
+	defaults map[string]string      // DefaultsFile
+	stage    atomic.Pointer[string] // what the event is doing, for the watchdog
 }
 
 // New makes an engine with the defaults, overridden by LINKAGG_INTERFACES, LINKAGG_CONFDIR, LINKAGG_RUNDIR
@@ -48,10 +55,10 @@ func New(log *Logger) *Engine {
 		Log:   log,
 	}
 	e.Apply.Logf = log.Infof
+	e.defaults = settings(DefaultsFile, log.Errorf)
 	// how long to wait for another run's lock: parallel hooks at boot queue behind each other
-	if d, err := time.ParseDuration(os.Getenv("LINKAGG_LOCK_TIMEOUT")); err == nil && d > 0 {
-		e.Apply.LockTimeout = d
-	}
+	e.Apply.LockTimeout = e.duration("LINKAGG_LOCK_TIMEOUT", apply.DefaultLockTimeout)
+	e.Timeout = e.duration("LINKAGG_TIMEOUT", DefaultTimeout)
 	// a host without ifupdown (systemd-networkd) has no interfaces file: the TOML drop-ins are the only
 	// source there. A file named explicitly must still exist.
 	if _, err := os.Stat(DefaultInterfaces); e.Load.Interfaces == DefaultInterfaces && errors.Is(err, os.ErrNotExist) {
@@ -90,35 +97,30 @@ type Event struct {
 	Links []plan.Local // the snapshot every plan of the event uses
 }
 
-// options are the apply options of this event: the lock wait ends a second before the deadline.
-func (e *Engine) options() apply.Options {
-	o := e.Apply
-	if !e.Deadline.IsZero() {
-		left := time.Until(e.Deadline) - time.Second
-		if o.LockTimeout <= 0 {
-			o.LockTimeout = apply.DefaultLockTimeout
-		}
-		o.LockTimeout = max(min(o.LockTimeout, left), time.Millisecond)
-	}
-	return o
-}
+// options are the apply options of this event. The lock wait has its own bound (LINKAGG_LOCK_TIMEOUT);
+// the watchdog's deadline ends the run if that is longer.
+func (e *Engine) options() apply.Options { return e.Apply }
 
 // Run opens the event's session (readOnly: no lock, no write, for status and plan), reads the
 // configuration and the links under it, and calls f.
 func (e *Engine) Run(readOnly bool, f func(ev *Event) error) error {
 	open := apply.Open
+	e.doing("waiting for the lock %s", filepath.Join(e.Apply.RunDir, "lock"))
 	if readOnly {
 		open = apply.OpenReadOnly
+		e.doing("opening %s", e.Apply.RunDir)
 	}
 	s, err := open(e.options())
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	e.doing("reading the configuration")
 	cfg, err := e.Config()
 	if err != nil {
 		return err
 	}
+	e.doing("reading the links")
 	links, err := s.Links()
 	if err != nil {
 		return err
@@ -156,6 +158,10 @@ func Select(cfg *parser.Config, ids []string) ([]*parser.Group, error) {
 func (ev *Event) Desired(g *parser.Group, exclude []string) (plan.Desired, error) {
 	e := ev.e
 	d, err := plan.Build(plan.Input{Group: *g, Links: ev.Links, Exclude: exclude, Health: e.Health(ev.Links)})
+	var pe *parser.Error
+	if err != nil && !errors.As(err, &pe) {
+		err = fmt.Errorf("%s: %w", g.ID(), err) // a parser.Error names its file:line and the group already
+	}
 	if err != nil {
 		return plan.Desired{}, &ConfigError{err}
 	}
@@ -181,11 +187,13 @@ func (ev *Event) RunningGroups() []*parser.Group {
 func (ev *Event) Up(groups []*parser.Group, exclude []string) error {
 	var errs []error
 	for _, g := range groups {
+		ev.e.doing("planning %s", g.ID())
 		d, err := ev.Desired(g, exclude)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
+			errs = append(errs, err)
 			continue
 		}
+		ev.e.doing("applying %s", g.ID())
 		res, err := ev.S.Apply(d)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %s: %w", conflictPos(g, err), g.ID(), err))
@@ -205,6 +213,7 @@ func (ev *Event) Down(groups []*parser.Group, keepTUN bool) error {
 			errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
 			continue
 		}
+		ev.e.doing("taking %s down", g.ID())
 		res, err := ev.S.Down(d, keepTUN)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
@@ -235,6 +244,7 @@ func (ev *Event) DownOrphan(id string) error {
 	for _, g := range ev.Cfg.Groups {
 		claimed = append(claimed, g.Tables...)
 	}
+	ev.e.doing("removing %s (no longer configured)", id)
 	res, err := ev.S.DownExcept(d, keep, claimed)
 	if err != nil {
 		return err
@@ -272,6 +282,7 @@ func (ev *Event) RemoveOrphans() error {
 	if o, err = ev.Orphans(); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
+	ev.e.doing("removing what no configured group claims")
 	res, err := ev.S.RemoveOrphans(o)
 	if res.Writes > 0 {
 		ev.e.Log.Infof("removed %d objects of linkagg that no configured group claims", res.Writes)
@@ -386,12 +397,14 @@ func (ev *Event) handleGroup(in hooks.Intent, groups []*parser.Group) error {
 		for _, g := range groups {
 			d, err := ev.Desired(g, nil)
 			if err != nil {
-				return fmt.Errorf("%s: %w", g.ID(), err)
+				return err
 			}
+			ev.e.doing("checking %s against the kernel", g.ID())
 			if err := ev.S.Precheck(d); err != nil {
 				return fmt.Errorf("%s: %s: %w", conflictPos(g, err), g.ID(), err)
 			}
 		}
+		ev.e.doing("creating the TUN %s", groups[0].Iface)
 		_, err := ev.S.EnsureTUN(plan.TUN{Name: groups[0].Iface})
 		return err
 	case hooks.PostUp:

@@ -30,6 +30,7 @@ func (e *Engine) HandleNetworkd(ev hooks.NetworkdEvent) error {
 			}
 		}
 		if len(own) > 0 {
+			e.OwnEvent.Store(true)
 			up := r.Running(own[0])
 			if ev.State == "off" && !up {
 				return r.Down(own, false)
@@ -86,6 +87,7 @@ func (r *Event) releaseDead(groups []*parser.Group, exclude []string) {
 		if !member {
 			continue
 		}
+		e.doing("releasing the packets queued on %s", l.Name)
 		if n, err := r.S.ReleaseQueued(l.Name); err != nil {
 			e.Log.Errorf("%v", err)
 		} else if n > 0 {

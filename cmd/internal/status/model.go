@@ -124,13 +124,16 @@ type Gateways struct {
 	Down   []GatewayDown `json:"down,omitempty"`
 }
 
-// GatewayDown is one silent peer gateway of the path.
+// GatewayDown is one peer that cannot use the path (the plan's PeerOut): its gateway stopped answering
+// probes (probe-failed, since when), or is on no subnet of a link that is up (pending). The path carries
+// nothing to that peer; the peer's other paths share its traffic.
 type GatewayDown struct {
 	Peer    netip.Addr `json:"peer"` // the peer's VIP
 	Gateway netip.Addr `json:"gateway"`
-	Link    string     `json:"link"`
+	Link    string     `json:"link"` // empty when no subnet holds the gateway
 	State   string     `json:"state"`
-	Since   time.Time  `json:"since"`
+	Since   *time.Time `json:"since,omitempty"`
+	Reason  string     `json:"reason"`
 }
 
 // MPTCP is the MPTCP part of the read-back.
@@ -269,9 +272,23 @@ func gatherGroup(ev *engine.Event, g *parser.Group, hf health.File, hh plan.Heal
 			if probed[k] {
 				gp.Gateways.Probed++
 			}
-			if down, ok := hh.Gateways[k]; ok {
-				gp.Gateways.Down = append(gp.Gateways.Down, GatewayDown{Peer: peer.VIP, Gateway: gw, Link: gl.Name, State: down.State, Since: down.Since.UTC()})
+			// a path that is out as a whole has no per-peer verdicts in the plan: the watcher's are shown
+			if down, ok := hh.Gateways[k]; ok && !p.Active() {
+				s := down.Since.UTC()
+				gp.Gateways.Down = append(gp.Gateways.Down, GatewayDown{Peer: peer.VIP, Gateway: gw, Link: gl.Name, State: down.State, Since: &s,
+					Reason: fmt.Sprintf("gateway %s on %s does not answer probes", gw, gl.Name)})
 			}
+		}
+		for _, o := range d.PeersOut {
+			if o.Path != p.Index {
+				continue
+			}
+			gd := GatewayDown{Peer: o.Peer, Gateway: o.Gateway, Link: o.Link, State: stateName(o.State), Reason: o.Reason}
+			if !o.Since.IsZero() {
+				s := o.Since.UTC()
+				gd.Since = &s
+			}
+			gp.Gateways.Down = append(gp.Gateways.Down, gd)
 		}
 		grp.Paths = append(grp.Paths, gp)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linkagg/linkagg-hooks/health"
+	"github.com/linkagg/linkagg-hooks/plan"
 )
 
 // JSON writes r as the `status --json` document.
@@ -47,7 +48,11 @@ func Text(w io.Writer, r Report) {
 				fmt.Fprintf(w, "  path %d: %d MPTCP subflows, %s sent, %s received\n", p.Path, p.Subflows.Subflows, humanBytes(p.Subflows.BytesSent), humanBytes(p.Subflows.BytesReceived))
 			}
 			for _, gw := range p.Gateways.Down {
-				fmt.Fprintf(w, "  path %d: gateway %s of peer %s on %s: %s since %s\n", p.Path, gw.Gateway, gw.Peer, gw.Link, gw.State, gw.Since.Format(time.RFC3339))
+				if gw.Since != nil {
+					fmt.Fprintf(w, "  path %d: gateway %s of peer %s on %s: %s since %s: carries nothing to that peer\n", p.Path, gw.Gateway, gw.Peer, gw.Link, gw.State, gw.Since.Format(time.RFC3339))
+				} else {
+					fmt.Fprintf(w, "  path %d: peer %s: %s, %s: carries nothing to that peer\n", p.Path, gw.Peer, gw.State, gw.Reason)
+				}
 			}
 			if f := p.ShareDrift; f != nil {
 				fmt.Fprintf(w, "  path %d: DRIFT: carries %.2f of the group's bytes since %s, its weight says %.2f\n", p.Path, f.Share, f.Since.Format(time.RFC3339), f.WeightShare)
@@ -120,9 +125,23 @@ func share(s *float64, drift *health.Flag) string {
 
 func gateways(g Gateways) string {
 	if g.Probed == 0 {
+		if len(g.Down) > 0 {
+			return fmt.Sprintf("%d/%d peers", g.Peers-len(g.Down), g.Peers)
+		}
 		return fmt.Sprintf("%d peers", g.Peers)
 	}
-	return fmt.Sprintf("%d/%d answer", g.Probed-len(g.Down), g.Probed)
+	return fmt.Sprintf("%d/%d answer", g.Probed-silent(g.Down), g.Probed)
+}
+
+// silent counts the peers whose gateway stopped answering probes (not those on no subnet of ours).
+func silent(ds []GatewayDown) int {
+	n := 0
+	for _, d := range ds {
+		if d.State == plan.DownProbeFailed {
+			n++
+		}
+	}
+	return n
 }
 
 func nicTx(n *NIC) string {
@@ -333,7 +352,7 @@ func Prometheus(w io.Writer, r Report) {
 				add("linkagg_path_subflow_bytes_sent_total", pl, float64(p.Subflows.BytesSent))
 			}
 			if p.Gateways.Probed > 0 {
-				add("linkagg_path_gateways_down", pl, float64(len(p.Gateways.Down)))
+				add("linkagg_path_gateways_down", pl, float64(silent(p.Gateways.Down)))
 			}
 			if n := p.NIC; n != nil {
 				add("linkagg_nic_receive_bytes_total", pl, float64(n.RxBytes))

@@ -36,7 +36,13 @@ func sample() Report {
 			Gateways: Gateways{Peers: 1, Probed: 1}},
 		{Path: 2, Table: 20001, Mark: "0x4f000000", Weight: 2, Address: "10.0.1.10", Link: "eth1", State: "probe-failed", Since: &since,
 			Carrier: true, Reason: "eth1 passes no traffic: no gateway on it answers probes", NIC: &NIC{Name: "eth1", TxBytes: 500_000_000},
-			Gateways: Gateways{Peers: 1, Probed: 1, Down: []GatewayDown{{Peer: netip.MustParseAddr("10.99.255.20"), Gateway: netip.MustParseAddr("10.0.1.20"), Link: "eth1", State: "probe-failed", Since: since}}}},
+			Gateways: Gateways{Peers: 1, Probed: 1, Down: []GatewayDown{{Peer: netip.MustParseAddr("10.99.255.20"), Gateway: netip.MustParseAddr("10.0.1.20"), Link: "eth1", State: "probe-failed", Since: &since,
+				Reason: "gateway 10.0.1.20 on eth1 does not answer probes"}}}},
+		// up, but one of its two peers has its gateway on no subnet of ours: nothing goes to that peer here
+		{Path: 3, Table: 20002, Mark: "0x50000000", Weight: 1, Address: "10.0.2.10", Link: "eth2", State: "up", Carrier: true,
+			Packets: 40000, Bytes: 300_000_000, WeightShare: 0.25, NIC: &NIC{Name: "eth2", TxBytes: 301_000_000},
+			Gateways: Gateways{Peers: 2, Down: []GatewayDown{{Peer: netip.MustParseAddr("10.99.255.30"), Gateway: netip.MustParseAddr("10.0.9.30"),
+				State: "pending", Reason: "gateway 10.0.9.30 is on no subnet of a link that is up"}}}},
 	}
 	Shares(g.Paths)
 	r.Groups = []Group{g, {Group: "tun1", Iface: "tun1", Family: "inet", Mode: "mptcp", Paths: []Path{{Path: 1, State: "pending"}}}, transparentGroup()}

@@ -1,0 +1,92 @@
+#!/bin/bash
+# Switch benchmark (run by `make bench`): three hosts A, B, C with two NICs each on ONE switch (a Linux
+# bridge, tests/lab/switch.sh), every NIC and its switch port shaped to RATE Mbit/s, groups made by
+# `linkagg apply`. For all NICs on one subnet (flat) and one subnet per NIC (pernic), under cubic and bbr,
+# each figure the median of REPEAT runs of SECS seconds (the first second not counted):
+#   - each NIC alone (A's NIC i -> B's NIC i, bound to the device) and their sum;
+#   - one flow A -> B and one B -> A, VIP to VIP, and the ratio to the sum;
+#   - two flows at once: A -> B + A -> C (A's send side shared) and A -> B + C -> B (B's receive side
+#     shared), their total against the 2 x RATE that side has.
+# Needs root and build/bin/linkagg (make build).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+lab=$top/tests/lab
+bin=$top/build/bin
+REPEAT=${REPEAT:-3}
+SECS=${SECS:-5}
+RATE=${RATE:-200}
+P=lgsw
+HOSTS="A B C"
+[ "$(id -u)" = 0 ] || { echo "bench-switch needs root (network namespaces)" >&2; exit 1; }
+[ -x "$bin/linkagg" ] || { echo "no $bin/linkagg: run make build" >&2; exit 1; }
+work=$(mktemp -d)
+trap '"$lab/switch.sh" down $P "$HOSTS" 2 >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print("%.1f" % statistics.median(v))' "$@"; }
+ratio() { python3 -c "print('%.3f' % ($1 / $2))"; }
+
+# addr MODE K I: host K's (1 = A) address on NIC I
+addr() { if [ "$1" = flat ]; then echo "10.0.0.$((10 * $2 + $3))"; else echo "10.0.$3.$((10 * $2))"; fi; }
+
+# config MODE K: host K's group tun0 (VIP 10.99.255.K0) with every host in its rspec
+config() {
+  local mode=$1 k=$2 j
+  {
+    printf 'iface tun0 inet static\n    address 10.99.255.%d\n    netmask 255.255.255.255\n' $((10 * k))
+    printf '    fakenet 10.99.255.0/24\n    table 30000 30001\n'
+    for j in 1 2 3; do printf '    rspec 10.99.255.%d:%s:%s\n' $((10 * j)) "$(addr "$mode" $j 0)" "$(addr "$mode" $j 1)"; done
+  } > "$work/$k.interfaces"
+}
+linkagg() { local k=$1; shift; ip netns exec $P$(echo " A B C" | cut -d' ' -f$((k + 1))) "$bin/linkagg" --interfaces "$work/$k.interfaces" --confdir "$work/none" --run-dir "$work/run-$k" "$@"; }
+
+# flow FROM TO DST CC [DEV]: one iperf3 flow, prints the received Mbit/s. Each call takes the next server
+# port ($port is advanced by the caller: flows run in the background are subshells)
+port=5300
+flow() {
+  local from=$1 to=$2 dst=$3 cc=$4 dev=${5:-}
+  ip netns exec $P$to iperf3 -s -1 -p $port >/dev/null 2>&1 &
+  local spid=$!
+  for _ in $(seq 20); do ip netns exec $P$to ss -ltn "sport = :$port" | grep -q LISTEN && break; sleep 0.1; done
+  ip netns exec $P$from iperf3 -c "$dst${dev:+%$dev}" -p $port -t "$SECS" -O 1 -C "$cc" -J \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["end"]["sum_received"]["bits_per_second"]/1e6,1))'
+  wait $spid 2>/dev/null || true
+}
+
+bench() {
+  local mode=$1 cc rep i
+  echo "== switch, 3 hosts x 2 NICs of $RATE Mbit/s, $mode addressing, $REPEAT runs of ${SECS}s (first second not counted), median"
+  "$lab/switch.sh" up $P "$HOSTS" 2 "$RATE" "$mode" >/dev/null
+  for k in 1 2 3; do config "$mode" $k; linkagg $k apply >/dev/null; done
+  for cc in cubic bbr; do
+    local -a n0=() n1=() sum=() ab=() ba=() two_a=() two_b=()
+    for rep in $(seq "$REPEAT"); do
+      local a0 a1
+      port=$((port + 1)); a0=$(flow A B "$(addr "$mode" 2 0)" $cc eth0)
+      port=$((port + 1)); a1=$(flow A B "$(addr "$mode" 2 1)" $cc eth1)
+      n0+=("$a0"); n1+=("$a1"); sum+=("$(python3 -c "print($a0 + $a1)")")
+      port=$((port + 1)); ab+=("$(flow A B 10.99.255.20 $cc)")
+      port=$((port + 1)); ba+=("$(flow B A 10.99.255.10 $cc)")
+      # two flows at once, each in the background, their total
+      port=$((port + 1)); flow A B 10.99.255.20 $cc > "$work/f1" & local p1=$!
+      port=$((port + 1)); flow A C 10.99.255.30 $cc > "$work/f2" & local p2=$!
+      wait $p1 $p2
+      two_a+=("$(python3 -c "print($(cat "$work/f1") + $(cat "$work/f2"))")")
+      echo "   run $rep $cc: A->B + A->C = $(cat "$work/f1") + $(cat "$work/f2")" >&2
+      port=$((port + 1)); flow A B 10.99.255.20 $cc > "$work/f1" & p1=$!
+      port=$((port + 1)); flow C B 10.99.255.20 $cc > "$work/f2" & p2=$!
+      wait $p1 $p2
+      two_b+=("$(python3 -c "print($(cat "$work/f1") + $(cat "$work/f2"))")")
+      echo "   run $rep $cc: A->B + C->B = $(cat "$work/f1") + $(cat "$work/f2")" >&2
+    done
+    local s=$(median "${sum[@]}")
+    printf '  %-5s NIC 0 alone %6s, NIC 1 alone %6s, sum %6s Mbit/s\n' $cc "$(median "${n0[@]}")" "$(median "${n1[@]}")" "$s"
+    printf '  %-5s one flow A->B %6s Mbit/s (ratio %s), B->A %6s (ratio %s)\n' $cc "$(median "${ab[@]}")" "$(ratio "$(median "${ab[@]}")" "$s")" \
+      "$(median "${ba[@]}")" "$(ratio "$(median "${ba[@]}")" "$s")"
+    printf '  %-5s two flows A->B + A->C %6s Mbit/s (ratio %s to 2 x %s), A->B + C->B %6s (ratio %s)\n' $cc \
+      "$(median "${two_a[@]}")" "$(ratio "$(median "${two_a[@]}")" $((2 * RATE)))" $RATE "$(median "${two_b[@]}")" "$(ratio "$(median "${two_b[@]}")" $((2 * RATE)))"
+  done
+  for k in 1 2 3; do linkagg $k down >/dev/null; done
+  "$lab/switch.sh" down $P "$HOSTS" 2
+}
+
+mkdir -p "$work/none"
+for mode in ${SWITCH_MODES:-flat pernic}; do bench "$mode"; done
