@@ -535,7 +535,12 @@ func e2eTransparentKilled(t *testing.T) {
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(rng.Int64N(int64(span) * 6 / 5)))
+		// every other kill in the second half of a run, where the program is attached and pinned
+		if i%2 == 0 {
+			time.Sleep(time.Duration(rng.Int64N(int64(span))))
+		} else {
+			time.Sleep(span/2 + time.Duration(rng.Int64N(int64(span)*7/10)))
+		}
 		c.Process.Signal(syscall.SIGKILL)
 		err := c.Wait()
 		if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
