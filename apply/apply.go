@@ -42,12 +42,19 @@ func (s *Session) Apply(d plan.Desired) (Result, error) {
 		return Result{}, fmt.Errorf("apply %s: %w", d.Group, err)
 	}
 	next := newFootprint(d, fp)
+	if d.Transparent != nil {
+		// the pins' folder is in the footprint before the program is attached
+		if next.Transparent, _, err = transparentDir(s.bpffs(), d.Group); err != nil {
+			return Result{}, fmt.Errorf("apply %s: %w", d.Group, err)
+		}
+	}
 	ahead := next
 	ahead.merge(fp)
 	if err := s.saveFootprint(ahead); err != nil {
 		return Result{}, fmt.Errorf("apply %s: saving the footprint: %w (nothing was written)", d.Group, err)
 	}
 	t := s.txn(false)
+	defer t.close() // after the rollback below: a replaced BPF link is held until then
 	t.journal("footprint", func() error {
 		if prevFile == nil {
 			return s.dir.Remove(footprintFile(d.Group))
@@ -166,8 +173,10 @@ func vipAddr(p string) (*netlink.Addr, error) {
 	return a, nil
 }
 
-// converge does the steps in order: TUN, VIP, sysctls, routes, rules, MPTCP, nft. old is the group's
-// footprint (the scope of what it may remove), next receives what it owns afterwards.
+// converge does the steps in order: TUN, VIP, sysctls, routes, rules, MPTCP, mptcp-transparent, nft. old
+// is the group's footprint (the scope of what it may remove), next receives what it owns afterwards. A
+// mptcp-transparent program the plan no longer wants goes before the sysctls: with net.mptcp.enabled
+// restored to 0 while it still turned TCP sockets into MPTCP ones, they would fail to open.
 func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysctlState) error {
 	s := t.s
 	name := d.TUN.Name
@@ -251,6 +260,11 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 		}
 	}
 
+	if d.Transparent == nil {
+		if err := syncTransparent(t, d, next); err != nil {
+			return fmt.Errorf("mptcp-transparent: %w", err)
+		}
+	}
 	if err := syncSysctls(t, d.Group, d.Sysctls, sst); err != nil {
 		return fmt.Errorf("sysctls: %w", err)
 	}
@@ -265,6 +279,11 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 		return fmt.Errorf("mptcp: %w", err)
 	}
 	next.Endpoints = mp.Endpoints
+	if d.Transparent != nil {
+		if err := syncTransparent(t, d, next); err != nil {
+			return fmt.Errorf("mptcp-transparent: %w", err)
+		}
+	}
 	if err := syncNft(t, d, old.Nft); err != nil {
 		return fmt.Errorf("nft: %w", err)
 	}
@@ -272,8 +291,9 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 }
 
 // Down removes exactly what the group owns, by its plan d (which may name only the group and its TUN, for a
-// group no longer configured) together with its footprint: nft table, rules, routes, MPTCP endpoints and
-// limit claims, sysctls (restored when no other group claims them), the VIP if we added it, the MTU if we
+// group no longer configured) together with its footprint: nft table, rules, mptcp-transparent pins (found
+// by the group's name in the BPF file system, footprint or not), routes, MPTCP endpoints and limit claims,
+// sysctls (restored when no other group claims them), the VIP if we added it, the MTU if we
 // changed it, and the TUN if it is ours and !keepTUN. It goes on after an error and returns all of them;
 // Down on nothing does no write.
 func (s *Session) Down(d plan.Desired, keepTUN bool) (Result, error) {
@@ -320,6 +340,12 @@ func (s *Session) DownExcept(d plan.Desired, keepTUN bool, claimed []int) (Resul
 	}
 	step("nft", removeNft(t, d, fp))
 	step("rules", removeRules(t, d, fp))
+	// before the sysctls: net.mptcp.enabled goes back only once no program makes MPTCP sockets
+	if err := removeTransparent(t, d.Group); err != nil {
+		step("mptcp-transparent", err)
+	} else {
+		fp.Transparent = ""
+	}
 	mp := fp
 	step("mptcp", removeMPTCP(t, d, &mp))
 	step("routes", removeRoutes(t, d, fp, tunIndex))
@@ -422,6 +448,8 @@ type Report struct {
 	Drift     []string // every change Apply would make, in order
 	Converged bool
 	MPTCP     *MPTCPStatus // mode mptcp/hybrid: endpoints and limits as found
+	// Transparent: mptcp-transparent as planned and as found (nil when neither)
+	Transparent *TransparentStatus
 }
 
 // TUNStatus is the device as found.
@@ -469,7 +497,10 @@ func (s *Session) Status(d plan.Desired) (Report, error) {
 	if r.MPTCP, err = s.mptcpStatus(d, fp); err != nil {
 		return r, err
 	}
-	order := []string{"tun", "link", "addresses", "sysctls", "routes", "rules", "mptcp", "nft"}
+	if r.Transparent, err = s.transparentStatus(d); err != nil {
+		return r, err
+	}
+	order := []string{"tun", "link", "addresses", "sysctls", "routes", "rules", "mptcp", transparentKind, "nft"}
 	for _, k := range order {
 		c := t.counts[k]
 		lines := t.drift[k]
@@ -511,6 +542,9 @@ func (r Report) String() string {
 	}
 	if r.MPTCP != nil {
 		b.WriteString(r.MPTCP.String())
+	}
+	if r.Transparent != nil {
+		b.WriteString("  " + r.Transparent.String() + "\n")
 	}
 	return b.String()
 }

@@ -201,7 +201,7 @@ func TestFootprintMPTCPAddressChanged(t *testing.T) {
 }
 
 // A saved state is checked before it is acted on: claims on sysctls we do not manage are ignored, bad
-// footprint fields are dropped, and on a TUN that is not ours a footprint alone never removes an address
+// footprint fields are dropped (a pin folder that is not this namespace's folder of the group among them), and on a TUN that is not ours a footprint alone never removes an address
 // or changes the MTU.
 func TestSavedStateNotTrusted(t *testing.T) {
 	e := newEnv(t)
@@ -225,7 +225,8 @@ func TestSavedStateNotTrusted(t *testing.T) {
 	e.must(netlink.AddrAdd(tun, mustAddr("192.168.77.1/24")))
 	e.must(os.WriteFile(filepath.Join(e.run, "footprint.tun0.json"), []byte(`{"group": "tun0", "tun": "tun0",
   "added_vip": "10.99.255.10/32", "orig_mtu": 1280, "set_mtu": 1400, "tables": [254, 0, 10001],
-  "nft": {"Table": "filter", "Family": 4, "Sequence": [1]}, "endpoints": [{"id": 5, "addr": "10.77.0.1"}]}`), 0o600))
+  "nft": {"Table": "filter", "Family": 4, "Sequence": [1]}, "endpoints": [{"id": 5, "addr": "10.77.0.1"}],
+  "transparent": "/sys/fs/bpf/linkagg/1/tun0"}`), 0o600))
 	var logs []string
 	o := e.opts()
 	o.Logf = func(f string, a ...any) { logs = append(logs, strings.TrimSpace(fmt.Sprintf(f, a...))) }
@@ -254,7 +255,8 @@ func TestSavedStateNotTrusted(t *testing.T) {
 		}
 	}
 	all := strings.Join(logs, "\n")
-	for _, w := range []string{`"net/ipv4/ip_forward"`, `"kernel/hostname"`, "table 254", "nft table filter"} {
+	// a pin folder of another namespace (cookie 1) is not this group's to remove
+	for _, w := range []string{`"net/ipv4/ip_forward"`, `"kernel/hostname"`, "table 254", "nft table filter", "mptcp-transparent pins /sys/fs/bpf/linkagg/1/tun0"} {
 		if !strings.Contains(all, w) {
 			t.Errorf("no warning about %s in:\n%s", w, all)
 		}

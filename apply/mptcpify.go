@@ -288,8 +288,7 @@ func TransparentMissing(bpffs string) error {
 	if err != nil {
 		return fmt.Errorf("mptcp-transparent: %w", err)
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(bpffs, &st); err != nil || uint32(st.Type) != unix.BPF_FS_MAGIC {
+	if !isBPFFS(bpffs) {
 		return fmt.Errorf("mptcp-transparent: no BPF file system mounted at %s (systemd mounts it at boot; by hand: mount -t bpf bpf %s)", bpffs, bpffs)
 	}
 	if os.Geteuid() != 0 {
@@ -414,6 +413,8 @@ type Transparent struct {
 	Group   string
 	Dir     string           // the pin folder
 	Scope   plan.Transparent // from the units map
+	Map     bool             // a units map is pinned
+	MapOK   bool             // ... and it has the layout this binary uses (else apply replaces it)
 	Linked  bool             // a pinned link exists
 	LinkID  link.ID          //
 	ProgID  ebpf.ProgramID   //
@@ -433,14 +434,31 @@ func (t *Transparent) String() string {
 	return s
 }
 
+// isBPFFS tells whether path is the root or a folder of a BPF file system.
+func isBPFFS(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && uint32(st.Type) == unix.BPF_FS_MAGIC
+}
+
+// transparentDir is the pin folder of group in the calling thread's network namespace.
+func transparentDir(bpffs, group string) (string, uint64, error) {
+	base, cookie, err := netnsDir(bpffs)
+	if err != nil {
+		return "", 0, err
+	}
+	return filepath.Join(base, escapeGroup(group)), cookie, nil
+}
+
 // FindTransparent reads the pins of group in the calling thread's network namespace; nil when there are
 // none (also when there is no bpffs: then nothing of ours can exist).
 func FindTransparent(bpffs, group string) (*Transparent, error) {
-	base, cookie, err := netnsDir(bpffs)
+	if !isBPFFS(bpffs) {
+		return nil, nil
+	}
+	dir, cookie, err := transparentDir(bpffs, group)
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(base, escapeGroup(group))
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -460,7 +478,10 @@ func FindTransparent(bpffs, group string) (*Transparent, error) {
 			if err != nil {
 				return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, pinUnits), err)
 			}
-			t.Scope, err = readUnits(m)
+			t.Map, t.MapOK = true, compatibleMap(m)
+			if t.MapOK {
+				t.Scope, err = readUnits(m)
+			}
 			m.Close()
 			if err != nil {
 				return nil, err
@@ -554,9 +575,37 @@ func setUnits(m *ebpf.Map, s plan.Transparent) error {
 	return nil
 }
 
+// withPinnedMap runs f on the map pinned at path.
+func withPinnedMap(path string, f func(*ebpf.Map) error) error {
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer m.Close()
+	return f(m)
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", path, err)
+	}
+	return nil
+}
+
+// removeEmptyDirs removes the group's folder and our folders above it once they are empty.
+func removeEmptyDirs(bpffs, dir string) error {
+	for _, d := range []string{dir, filepath.Dir(dir), filepath.Join(bpffs, BPFDir)} {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+			return fmt.Errorf("removing %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
 // AttachTransparent makes the kernel hold exactly scope s for group in the calling thread's network
 // namespace: a units map with s, and a pinned link of the current program that reads it. What is already
-// right is kept (a changed scope is a map update; the link stays). It reports whether it wrote anything.
+// right is kept (a changed scope is a map update; the link stays). It reports whether it wrote anything;
+// on an error its own writes are undone. Session.Apply does the same steps in its journal.
 func AttachTransparent(bpffs, group string, s plan.Transparent) (bool, error) {
 	if err := TransparentMissing(bpffs); err != nil {
 		return false, err
@@ -565,75 +614,196 @@ func AttachTransparent(bpffs, group string, s plan.Transparent) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	base, cookie, err := netnsDir(bpffs)
-	if err != nil {
+	t := (&Session{}).txn(false)
+	defer t.close()
+	if err := attachTransparent(t, bpffs, group, s, cur); err != nil {
+		if rerr := t.rollback(); rerr != nil {
+			return true, errors.Join(err, rerr)
+		}
 		return false, err
 	}
-	dir := filepath.Join(base, escapeGroup(group))
-	if cur != nil && cur.Linked && cur.Current && len(cur.Stale) == 0 && cur.Scope.Equal(s) {
-		return false, nil
+	return t.writes > 0, nil
+}
+
+// attachTransparent is the journalled form of AttachTransparent, from what FindTransparent found (cur):
+// stale pins removed, the units map made (or its keys set), and a link of the current program pinned. Each
+// is one write of t with its undo; a dry t only records what would be done.
+func attachTransparent(t *txn, bpffs, group string, s plan.Transparent, cur *Transparent) error {
+	dir, cookie, err := transparentDir(bpffs, group)
+	if err != nil {
+		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return false, fmt.Errorf("creating %s: %w", dir, err)
+	done := cur != nil && cur.Linked && cur.Current && len(cur.Stale) == 0 && cur.MapOK && cur.Scope.Equal(s)
+	t.count(transparentKind, 1, b2i(done), 0)
+	if done {
+		return nil
 	}
 	for _, n := range stale(cur) {
-		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return false, err
+		p := filepath.Join(dir, n)
+		if err := t.do(transparentKind, "remove the stale pin "+p+" (left by a killed run)",
+			func() error { return removeIfExists(p) }, nil); err != nil {
+			return err
 		}
 	}
-	// the map first, filled, so the program never runs on a half-written scope
-	unitsPath := filepath.Join(dir, pinUnits)
-	m, err := ebpf.LoadPinnedMap(unitsPath, nil)
-	if err != nil || !compatibleMap(m) {
-		if m != nil {
-			m.Close()
+	unitsPath, linkPath := filepath.Join(dir, pinUnits), filepath.Join(dir, pinLink)
+	newMap := cur == nil || !cur.MapOK
+	if newMap {
+		var old *ebpf.Map // an incompatible map we replace, held so that the undo can pin it again
+		if err := t.do(transparentKind, fmt.Sprintf("create BPF map %s (mptcp-transparent %s)", unitsPath, s),
+			func() error {
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					return fmt.Errorf("creating %s: %w", dir, err)
+				}
+				m, err := newUnitsMap()
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				// filled before it is pinned: a program never reads a half-written scope
+				if err := setUnits(m, s); err != nil {
+					return err
+				}
+				if cur != nil && cur.Map {
+					if old, err = heldMap(unitsPath); err != nil {
+						return err
+					}
+					t.hold(func() { old.Close() })
+					if err := removeIfExists(unitsPath); err != nil {
+						return err
+					}
+				}
+				if err := m.Pin(unitsPath); err != nil {
+					return fmt.Errorf("pinning %s: %w", unitsPath, err)
+				}
+				return nil
+			},
+			func() error {
+				if err := removeIfExists(unitsPath); err != nil {
+					return err
+				}
+				if old != nil {
+					return old.Pin(unitsPath)
+				}
+				return removeEmptyDirs(bpffs, dir)
+			}); err != nil {
+			return err
 		}
-		if m, err = newUnitsMap(); err != nil {
-			return false, err
-		}
-		defer m.Close()
-		if err := setUnits(m, s); err != nil {
-			return false, err
-		}
-		// a fresh map replaces any incompatible one only once the new link is in (below)
-		_ = os.Remove(unitsPath)
-		if err := m.Pin(unitsPath); err != nil {
-			return false, fmt.Errorf("pinning %s: %w", unitsPath, err)
-		}
-		cur = nil // a new map needs a new program
-	} else {
-		defer m.Close()
-		if err := setUnits(m, s); err != nil {
-			return false, err
+	} else if !cur.Scope.Equal(s) {
+		was := cur.Scope
+		if err := t.do(transparentKind, fmt.Sprintf("set mptcp-transparent scope %s (was %s) in %s", s, was, unitsPath),
+			func() error { return withPinnedMap(unitsPath, func(m *ebpf.Map) error { return setUnits(m, s) }) },
+			func() error { return withPinnedMap(unitsPath, func(m *ebpf.Map) error { return setUnits(m, was) }) }); err != nil {
+			return err
 		}
 	}
-	if cur != nil && cur.Linked && cur.Current {
-		return true, nil
+	if !newMap && cur.Linked && cur.Current {
+		return nil
 	}
-	o, err := kernelOffsets()
+	var old link.Link // the link we replace: held, so it stays attached until the run ends, and the undo can pin it again
+	var prog ebpf.ProgramID
+	return t.do(transparentKind, fmt.Sprintf("attach mptcp-transparent %s: BPF program %s (fmod_ret on %s), link pinned at %s", s, progName, hookFunc, linkPath),
+		func() error {
+			o, err := kernelOffsets()
+			if err != nil {
+				return err
+			}
+			var p *ebpf.Program
+			if err := withPinnedMap(unitsPath, func(m *ebpf.Map) error { p, err = newProgram(o, cookie, m); return err }); err != nil {
+				return err
+			}
+			defer p.Close()
+			if cur != nil && cur.Linked {
+				if old, err = link.NewFromID(cur.LinkID); err != nil {
+					return fmt.Errorf("opening link %d: %w", cur.LinkID, err)
+				}
+				t.hold(func() { old.Close() })
+			}
+			l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachModifyReturn})
+			if err != nil {
+				return fmt.Errorf("attaching to %s: %w", hookFunc, err)
+			}
+			defer l.Close() // the pin holds it from here on; without the pin it goes with this process
+			if info, err := l.Info(); err == nil {
+				prog = info.Program
+			}
+			tmp := filepath.Join(dir, pinLinkNew)
+			if err := l.Pin(tmp); err != nil {
+				return fmt.Errorf("pinning %s: %w", tmp, err)
+			}
+			// rename replaces an old link's pin atomically; the old program stays attached while we hold it
+			if err := os.Rename(tmp, linkPath); err != nil {
+				_ = os.Remove(tmp)
+				return fmt.Errorf("pinning %s: %w", linkPath, err)
+			}
+			return nil
+		},
+		func() error {
+			if err := removeIfExists(linkPath); err != nil {
+				return err
+			}
+			if old != nil {
+				return old.Pin(linkPath)
+			}
+			return waitGone([]ebpf.ProgramID{prog})
+		})
+}
+
+// heldMap opens the map pinned at path by its id, so that the object holds no pin path (its Pin makes a
+// new pin; one loaded from the pin would think itself pinned there still).
+func heldMap(path string) (*ebpf.Map, error) {
+	m, err := ebpf.LoadPinnedMap(path, nil)
 	if err != nil {
-		return false, err
+		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	p, err := newProgram(o, cookie, m)
+	defer m.Close()
+	info, err := m.Info()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	defer p.Close()
-	l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachModifyReturn})
+	id, ok := info.ID()
+	if !ok {
+		return nil, fmt.Errorf("%s: the kernel gives no map id", path)
+	}
+	return ebpf.NewMapFromID(id)
+}
+
+// detachTransparent removes the group's pins (cur, as found) as one write of t. Its undo makes the same
+// scope attached again (a new link of the current program, or the units map alone if that was all).
+func detachTransparent(t *txn, bpffs, group string, cur *Transparent, undo bool) error {
+	if cur == nil {
+		return nil
+	}
+	var un func() error
+	if undo && cur.MapOK {
+		un = func() error {
+			if !cur.Linked {
+				return restoreUnitsMap(bpffs, group, cur.Scope)
+			}
+			_, err := AttachTransparent(bpffs, group, cur.Scope)
+			return err
+		}
+	}
+	return t.do(transparentKind, fmt.Sprintf("detach mptcp-transparent %s (remove the pins in %s)", cur.Scope, cur.Dir),
+		func() error { _, err := DetachTransparent(bpffs, group); return err }, un)
+}
+
+func restoreUnitsMap(bpffs, group string, s plan.Transparent) error {
+	dir, _, err := transparentDir(bpffs, group)
 	if err != nil {
-		return false, fmt.Errorf("attaching to %s: %w", hookFunc, err)
+		return err
 	}
-	defer l.Close() // the pin holds it from here on; without the pin it goes with this process
-	tmp := filepath.Join(dir, pinLinkNew)
-	if err := l.Pin(tmp); err != nil {
-		return false, fmt.Errorf("pinning %s: %w", tmp, err)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
 	}
-	// rename replaces an old link's pin atomically: the old program goes as the new one is in
-	if err := os.Rename(tmp, filepath.Join(dir, pinLink)); err != nil {
-		_ = os.Remove(tmp)
-		return false, fmt.Errorf("pinning %s: %w", filepath.Join(dir, pinLink), err)
+	m, err := newUnitsMap()
+	if err != nil {
+		return err
 	}
-	return true, nil
+	defer m.Close()
+	if err := setUnits(m, s); err != nil {
+		return err
+	}
+	return m.Pin(filepath.Join(dir, pinUnits))
 }
 
 func stale(t *Transparent) []string {
@@ -650,15 +820,13 @@ func compatibleMap(m *ebpf.Map) bool {
 // DetachTransparent removes group's pins in the calling thread's network namespace (which detaches the
 // program) and our folders once empty. It reports whether there was anything.
 func DetachTransparent(bpffs, group string) (bool, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(bpffs, &st); err != nil || uint32(st.Type) != unix.BPF_FS_MAGIC {
+	if !isBPFFS(bpffs) {
 		return false, nil // no bpffs here: nothing of ours can be pinned
 	}
-	base, _, err := netnsDir(bpffs)
+	dir, _, err := transparentDir(bpffs, group)
 	if err != nil {
 		return false, err
 	}
-	dir := filepath.Join(base, escapeGroup(group))
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -679,14 +847,12 @@ func DetachTransparent(bpffs, group string) (bool, error) {
 	// the link first: the program stops deciding before its map goes
 	slices.SortFunc(ents, func(a, b os.DirEntry) int { return b2i(a.Name() != pinLink) - b2i(b.Name() != pinLink) })
 	for _, e := range ents {
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return true, fmt.Errorf("removing %s: %w", filepath.Join(dir, e.Name()), err)
+		if err := removeIfExists(filepath.Join(dir, e.Name())); err != nil {
+			return true, err
 		}
 	}
-	for _, d := range []string{dir, base, filepath.Join(bpffs, BPFDir)} {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
-			return true, fmt.Errorf("removing %s: %w", d, err)
-		}
+	if err := removeEmptyDirs(bpffs, dir); err != nil {
+		return true, err
 	}
 	return true, waitGone(progs)
 }
@@ -715,6 +881,9 @@ func waitGone(progs []ebpf.ProgramID) error {
 // TransparentGroups lists the groups with pins in the calling thread's network namespace (for a group
 // that left the configuration while its program stayed attached).
 func TransparentGroups(bpffs string) ([]string, error) {
+	if !isBPFFS(bpffs) {
+		return nil, nil
+	}
 	base, _, err := netnsDir(bpffs)
 	if err != nil {
 		return nil, err

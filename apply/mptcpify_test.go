@@ -97,6 +97,7 @@ func TestTransparent(t *testing.T) {
 	}{
 		{"All", transparentAll}, {"Units", transparentUnits}, {"PinRemovedByHand", transparentPinRemovedByHand},
 		{"TwoNamespaces", transparentTwoNamespaces}, {"Killed", transparentKilled},
+		{"ApplyDown", transparentApplyDown}, {"DownLost", transparentDownLost}, {"Rollback", transparentRollback},
 	}
 	err := TransparentMissing(fs)
 	if err == nil {
@@ -150,7 +151,7 @@ func runInVM(t *testing.T, pattern string) {
 		t.Fatalf("in the VM: %v\n%s", err, out)
 	}
 	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(l), "--- ") || strings.Contains(l, "mptcpify_test.go") {
+		if strings.HasPrefix(strings.TrimSpace(l), "--- ") || strings.Contains(l, "mptcpify_test.go") || strings.Contains(l, "transparent_test.go") {
 			t.Log("vm: " + strings.TrimSpace(l))
 		}
 	}

@@ -16,8 +16,8 @@ import (
 
 // Orphans are objects of ours that no configured group claims: what a removed or renamed stanza left.
 type Orphans struct {
-	// Groups are group IDs known from a footprint, an nft table tag, a TUN of ours or a sysctl/MPTCP claim,
-	// that are not configured: Down(Unconfigured(id)) removes each.
+	// Groups are group IDs known from a footprint, an nft table tag, a TUN of ours, a sysctl/MPTCP claim
+	// or mptcp-transparent pins (a BPF program attached for the group), that are not configured: Down(Unconfigured(id)) removes each.
 	Groups []string
 	// Rules and Routes (protocol 76) in tables that neither a configured group nor a footprint claims,
 	// and main-table routes of ours through a device that is no configured group's TUN.
@@ -126,6 +126,15 @@ func (s *Session) Orphans(ds []plan.Desired) (Orphans, error) {
 	}
 	for g := range mst.Claims {
 		addGroup(g, "MPTCP limits claim")
+	}
+	tgs, err := TransparentGroups(s.bpffs())
+	if err != nil {
+		return o, err
+	}
+	for _, g := range tgs {
+		if dir, _, err := transparentDir(s.bpffs(), g); err == nil {
+			addGroup(g, "mptcp-transparent pins in "+dir)
+		}
 	}
 	slices.Sort(o.Groups)
 

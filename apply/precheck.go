@@ -17,7 +17,8 @@ import (
 
 // ConflictError says the kernel holds something that is not ours where the plan needs to be alone: a
 // foreign ip rule looking up one of our tables, a foreign nft table with our table's name, a foreign nft
-// rule writing bits of our mark. Apply refuses before its first write. Option names the configuration
+// rule writing bits of our mark; or it lacks what an option needs (mptcp-transparent on a kernel without
+// the BPF hook, BTF or a bpffs). Apply refuses before its first write. Option names the configuration
 // option the conflict is about ("table", "fwmark-mask"; "" = the group as a whole), so the caller can
 // point at its file:line.
 type ConflictError struct {
@@ -31,6 +32,9 @@ func (e *ConflictError) Error() string { return e.Msg }
 // writes anything: rules on its tables, a table with its nft table's name, marks inside its mask, routes
 // with the destination of one of its routes, MPTCP endpoints of other software on its addresses.
 func (s *Session) precheck(d plan.Desired, fp Footprint) error {
+	if err := s.transparentPossible(d); err != nil {
+		return err
+	}
 	if err := s.foreignRules(d, fp); err != nil {
 		return err
 	}

@@ -111,6 +111,14 @@ func (s *Session) Close() {
 	s.dir.Close()
 }
 
+// bpffs is where the session looks for mptcp-transparent pins.
+func (s *Session) bpffs() string {
+	if s.o.BPFFS != "" {
+		return s.o.BPFFS
+	}
+	return DefaultBPFFS
+}
+
 // RunDir is the session's checked run dir (nil when read-only and absent).
 func (s *Session) RunDir() *rundir.Dir { return s.dir }
 

@@ -32,6 +32,8 @@ type Footprint struct {
 	Tables     []int         `json:"tables,omitempty"`      // routing tables of its rules and routes
 	Nft        *plan.Nft     `json:"nft,omitempty"`         // the nft table last applied (name, family, marks)
 	Endpoints  []EndpointRef `json:"endpoints,omitempty"`   // MPTCP endpoints we added
+	// Transparent is the bpffs folder of the group's mptcp-transparent pins (its link and units map)
+	Transparent string `json:"transparent,omitempty"`
 }
 
 // EndpointRef names one MPTCP endpoint we added: both must match for it to be ours.
@@ -41,7 +43,7 @@ type EndpointRef struct {
 }
 
 func (f *Footprint) empty() bool {
-	return f.TUN == "" && f.AddedVIP == "" && f.OrigMTU == 0 && f.OrigGSO == 0 && len(f.Tables) == 0 && f.Nft == nil && len(f.Endpoints) == 0
+	return f.TUN == "" && f.AddedVIP == "" && f.OrigMTU == 0 && f.OrigGSO == 0 && len(f.Tables) == 0 && f.Nft == nil && len(f.Endpoints) == 0 && f.Transparent == ""
 }
 
 // merge adds to f what o has that f lacks (the write-ahead footprint is old ∪ new).
@@ -71,6 +73,9 @@ func (f *Footprint) merge(o Footprint) {
 		if !slices.Contains(f.Endpoints, e) {
 			f.Endpoints = append(f.Endpoints, e)
 		}
+	}
+	if f.Transparent == "" {
+		f.Transparent = o.Transparent
 	}
 }
 
@@ -181,6 +186,13 @@ func (s *Session) checkFootprint(fp *Footprint) {
 		}
 		return bad
 	})
+	// a pin folder is only ever this namespace's folder of this group (Down finds it by name anyway)
+	if fp.Transparent != "" {
+		if dir, _, err := transparentDir(s.bpffs(), fp.Group); err != nil || dir != fp.Transparent {
+			warn("mptcp-transparent pins", fp.Transparent)
+			fp.Transparent = ""
+		}
+	}
 }
 
 func (s *Session) saveFootprint(fp Footprint) error {

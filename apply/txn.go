@@ -19,6 +19,7 @@ type Options struct {
 	RunDir      string        // state + lock dir, e.g. /run/linkagg
 	LockTimeout time.Duration // default DefaultLockTimeout
 	ProcSys     string        // default /proc/sys
+	BPFFS       string        // the BPF file system of mptcp-transparent's pins; default DefaultBPFFS
 	Logf        func(format string, args ...any)
 }
 
@@ -49,6 +50,9 @@ type txn struct {
 	counts map[string]*Kind    // kind -> desired/present (Status)
 	// sysctlWAL: the sysctl state was saved ahead of a write in this run (undo puts the old file back)
 	sysctlWAL bool
+	// held: kernel objects this run keeps open until it ends (a replaced BPF link stays attached, and the
+	// undo can pin it again); close releases them, after a rollback or once the run succeeded
+	held []func()
 }
 
 type undo struct {
@@ -122,6 +126,17 @@ func (t *txn) rollback() error {
 	}
 	t.undos = nil
 	return errors.Join(errs...)
+}
+
+// hold keeps release for close.
+func (t *txn) hold(release func()) { t.held = append(t.held, release) }
+
+// close releases what the run held.
+func (t *txn) close() {
+	for i := len(t.held) - 1; i >= 0; i-- {
+		t.held[i]()
+	}
+	t.held = nil
 }
 
 func (t *txn) result() Result { return Result{Writes: t.writes, Ops: t.ops} }

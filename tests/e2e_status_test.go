@@ -3,6 +3,7 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -64,7 +65,9 @@ func (s statusDoc) path(n int) statusPath {
 // Status runs `linkagg status --json` in host h (exit 0 or 4) and parses it.
 func (l *Lab) Status(h string) statusDoc {
 	l.t.Helper()
-	out, err := exec.Command("ip", append(append([]string{"netns", "exec", l.NS(h), filepath.Join(binDir, "linkagg")}, l.linkaggArgs(h)...), "status", "--json")...).Output()
+	cmd := exec.Command("ip", append(append([]string{"netns", "exec", l.NS(h), filepath.Join(binDir, "linkagg")}, l.linkaggArgs(h)...), "status", "--json")...)
+	cmd.Env = append(os.Environ(), l.linkaggEnv(h)...)
+	out, err := cmd.Output()
 	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 4) {
 		l.t.Fatalf("status --json in %s: %v\n%s", l.NS(h), err, out)
 	}

@@ -7,6 +7,8 @@
 # runs, and by nothing outside. /run becomes a tmpfs with ETCDIR/run-linkagg bound on /run/linkagg, so the
 # hooks keep their lock and state across calls without touching the host's /run (ifupdown passes no
 # environment of ours to its hooks, so paths cannot be changed by variables). ifupdown state: ETCDIR/run.
+# `ip netns exec` mounts a fresh /sys, without the bpffs at /sys/fs/bpf: a folder ETCDIR/bpffs (a bpffs the
+# test mounted) is bound there, so mptcp-transparent's pins outlive each hook call as on a real host.
 set -eu
 [ $# -ge 3 ] || { echo "usage: ifupdown-netns.sh NETNS ETCDIR ifup|ifdown|ifquery ARGS..." >&2; exit 2; }
 ns=$1; etc=$(cd "$2" && pwd); shift 2
@@ -15,4 +17,5 @@ exec ip netns exec "$ns" sh -c '
   etc=$1; shift
   mount --bind "$etc" /etc/network
   mount -t tmpfs tmpfs /run && mkdir -p /run/linkagg /run/network && mount --bind "$etc/run-linkagg" /run/linkagg
+  if [ -d "$etc/bpffs" ]; then mount --bind "$etc/bpffs" /sys/fs/bpf; fi
   exec "$@"' sh "$etc" "$@" --state-dir="$etc/run"

@@ -23,20 +23,22 @@ if [ ! -f "$WORK/vmlinuz-$KVER" ]; then
   mv "$WORK/x/boot/vmlinuz-$KVER" "$WORK/vmlinuz-$KVER"
   rm -rf "$WORK/x" "$WORK/deb"
 fi
+# per run: VMs of concurrent test runs share $WORK (the kernel) but not their initramfs or console log
 ird=$(mktemp -d)
-trap 'rm -rf "$ird"' EXIT
+vmrun=$(mktemp -d "$WORK/vm-XXXXXX")
+trap 'rm -rf "$ird" "$vmrun"' EXIT
 mkdir -p "$ird/modules"
 (cd "$top" && CGO_ENABLED=0 go build -trimpath -o "$ird/init" ./tests/vm/init)
 for m in fs/netfs/netfs net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p fs/overlayfs/overlay; do
   cp "$WORK/modules/$KVER/kernel/$m.ko.xz" "$ird/modules/"
 done
-(cd "$ird" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio"
+(cd "$ird" && find . | cpio -o -H newc --quiet) > "$vmrun/initramfs.cpio"
 accel=tcg
 [ -n "${LGVM_KVM:-}" ] && accel=kvm
-out="$WORK/console.log"
+out="$vmrun/console.log"
 # -no-reboot + panic=-1: a kernel panic ends qemu instead of looping
 timeout "${LGVM_TIMEOUT:-3000}" qemu-system-x86_64 -machine q35 -accel $accel -cpu max -m "$MEM" -smp "$SMP" \
-  -kernel "$WORK/vmlinuz-$KVER" -initrd "$WORK/initramfs.cpio" -nographic -no-reboot -nic none \
+  -kernel "$WORK/vmlinuz-$KVER" -initrd "$vmrun/initramfs.cpio" -nographic -no-reboot -nic none \
   -append "console=ttyS0 quiet panic=-1 lgvm.work=$WORK lgvm.script=$script" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$WORK",mount_tag=work,security_model=none,multidevs=remap </dev/null | tee "$out"

@@ -46,11 +46,12 @@ type Engine struct {
 	stage    atomic.Pointer[string] // what the event is doing, for the watchdog
 }
 
-// New makes an engine with the defaults, overridden by LINKAGG_INTERFACES, LINKAGG_CONFDIR, LINKAGG_RUNDIR.
+// New makes an engine with the defaults, overridden by LINKAGG_INTERFACES, LINKAGG_CONFDIR, LINKAGG_RUNDIR
+// and LINKAGG_BPFFS (where mptcp-transparent pins its program; default /sys/fs/bpf).
 func New(log *Logger) *Engine {
 	e := &Engine{
 		Load:  parser.LoadOptions{Interfaces: env("LINKAGG_INTERFACES", DefaultInterfaces), ConfDir: env("LINKAGG_CONFDIR", DefaultConfDir), CheckPerms: true},
-		Apply: apply.Options{RunDir: env("LINKAGG_RUNDIR", DefaultRunDir)},
+		Apply: apply.Options{RunDir: env("LINKAGG_RUNDIR", DefaultRunDir), BPFFS: env("LINKAGG_BPFFS", apply.DefaultBPFFS)},
 		Log:   log,
 	}
 	e.Apply.Logf = log.Infof

@@ -49,7 +49,21 @@ type Group struct {
 	Objects   []Objects `json:"objects,omitempty"` // per kind of kernel object: desired, present, extra
 	Paths     []Path    `json:"paths"`
 	MPTCP     *MPTCP    `json:"mptcp,omitempty"`
-	report    string    // apply's read-back as text (the objects and TUN lines of the text view)
+	// Transparent is mptcp-transparent's BPF program, when configured or still pinned
+	Transparent *Transparent `json:"mptcp_transparent,omitempty"`
+	report      string       // apply's read-back as text (the objects and TUN lines of the text view)
+}
+
+// Transparent is the group's mptcp-transparent program as planned and as found in the kernel.
+type Transparent struct {
+	Scope       string `json:"scope"`                  // configured: "all" or unit names; "" when no longer configured
+	Attached    bool   `json:"attached"`               // the configured scope is in force
+	Linked      bool   `json:"linked"`                 // a pinned link holds a program (of whatever scope)
+	Current     bool   `json:"current"`                // that program is the one this linkagg loads
+	KernelScope string `json:"kernel_scope,omitempty"` // the scope the pinned units map holds
+	ProgramID   uint32 `json:"program_id,omitempty"`
+	LinkID      uint32 `json:"link_id,omitempty"`
+	Pins        string `json:"pins,omitempty"` // the bpffs folder of the group's pins
 }
 
 // Objects counts one kind of kernel object.
@@ -190,6 +204,7 @@ func gatherGroup(ev *engine.Event, g *parser.Group, hf health.File, hh plan.Heal
 		if rep.MPTCP != nil {
 			grp.MPTCP = &MPTCP{Endpoints: rep.MPTCP.Endpoints, Limits: rep.MPTCP.Limits}
 		}
+		grp.Transparent = transparent(rep.Transparent)
 		if ctr, err = ev.S.PathCounters(d); err != nil {
 			return grp, err
 		}
@@ -279,6 +294,26 @@ func gatherGroup(ev *engine.Event, g *parser.Group, hf health.File, hh plan.Heal
 	}
 	Shares(grp.Paths)
 	return grp, nil
+}
+
+func transparent(ts *apply.TransparentStatus) *Transparent {
+	if ts == nil {
+		return nil
+	}
+	out := &Transparent{Attached: ts.Attached()}
+	if ts.Want != nil {
+		out.Scope = ts.Want.String()
+	}
+	if f := ts.Found; f != nil {
+		out.Linked, out.Current, out.Pins = f.Linked, f.Current, f.Dir
+		if f.MapOK {
+			out.KernelScope = f.Scope.String()
+		}
+		if f.Linked {
+			out.ProgramID, out.LinkID = uint32(f.ProgID), uint32(f.LinkID)
+		}
+	}
+	return out
 }
 
 // Shares sets each path's share of the group's bytes and packets from its counters.

@@ -289,6 +289,7 @@ func Prometheus(w io.Writer, r Report) {
 		{"linkagg_watcher_running", "gauge", "1 when linkagg watch runs."},
 		{"linkagg_probe_targets", "gauge", "Peer gateways the watcher probes."},
 		{"linkagg_probe_period_seconds", "gauge", "How often each peer gateway is probed."},
+		{"linkagg_mptcp_transparent_attached", "gauge", "1 when the group's mptcp-transparent program is attached with the configured scope."},
 		{"linkagg_path_up", "gauge", "1 when the path is in the group's sequence."},
 		{"linkagg_path_state", "gauge", "1 for the path's state (up, pending, no-carrier, probe-failed)."},
 		{"linkagg_path_state_since_seconds", "gauge", "Unix time since when a path is no-carrier or probe-failed."},
@@ -325,6 +326,9 @@ func Prometheus(w io.Writer, r Report) {
 		gl := fmt.Sprintf(`group=%q`, g.Group)
 		add("linkagg_group_running", gl, b(g.Running))
 		add("linkagg_group_converged", gl, b(g.Converged))
+		if tr := g.Transparent; tr != nil && tr.Scope != "" {
+			add("linkagg_mptcp_transparent_attached", gl+fmt.Sprintf(`,scope=%q`, tr.Scope), b(tr.Attached))
+		}
 		for _, p := range g.Paths {
 			pl := fmt.Sprintf(`group=%q,path="%d",table="%d",link=%q`, g.Group, p.Path, p.Table, p.Link)
 			add("linkagg_path_up", pl, b(p.State == "up"))

@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkagg/linkagg-hooks/apply"
 	"github.com/linkagg/linkagg-hooks/health"
+	"github.com/linkagg/linkagg-hooks/plan"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -43,8 +45,22 @@ func sample() Report {
 				State: "pending", Reason: "gateway 10.0.9.30 is on no subnet of a link that is up"}}}},
 	}
 	Shares(g.Paths)
-	r.Groups = []Group{g, {Group: "tun1", Iface: "tun1", Family: "inet", Mode: "mptcp", Paths: []Path{{Path: 1, State: "pending"}}}}
+	r.Groups = []Group{g, {Group: "tun1", Iface: "tun1", Family: "inet", Mode: "mptcp", Paths: []Path{{Path: 1, State: "pending"}}}, transparentGroup()}
 	return r
+}
+
+// transparentGroup is a running mode mptcp group with `mptcp-transparent all` attached; its read-back text
+// is apply's own rendering of the same report.
+func transparentGroup() Group {
+	paths := []Path{{Path: 1, Table: 20100, Mark: "0x84000000", Weight: 1, Address: "10.0.2.10", Link: "eth2", State: "up", Carrier: true, WeightShare: 1,
+		Subflows: &apply.SubflowStats{Subflows: 1, BytesSent: 1000}}}
+	Shares(paths)
+	ts := &apply.TransparentStatus{Want: &plan.Transparent{All: true}, Found: &apply.Transparent{Group: "tun2", Dir: "/sys/fs/bpf/linkagg/4097/tun2",
+		Scope: plan.Transparent{All: true}, Map: true, MapOK: true, Linked: true, LinkID: 7, ProgID: 42, Current: true}}
+	rep := apply.Report{Group: "tun2", TUN: apply.TUNStatus{Name: "tun2", Exists: true, IsTun: true, Ours: true, Up: true, MTU: 1500},
+		Kinds: []apply.Kind{{Kind: "mptcp-transparent", Desired: 1, Present: 1}}, Converged: true, Transparent: ts}
+	return Group{Group: "tun2", Iface: "tun2", Family: "inet", Mode: "mptcp", Running: true, Converged: true,
+		Objects: []Objects{{Kind: "mptcp-transparent", Desired: 1, Present: 1}}, Transparent: transparent(ts), report: rep.String(), Paths: paths}
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -70,7 +86,8 @@ func TestRender(t *testing.T) {
 	var b bytes.Buffer
 	Text(&b, sample())
 	golden(t, "status.txt", b.Bytes())
-	for _, want := range []string{"probe-failed 10:00:01 (9s)", "gateway 10.0.1.20 of peer 10.99.255.20 on eth1: probe-failed since", "state: converged", "tun1: down"} {
+	for _, want := range []string{"probe-failed 10:00:01 (9s)", "gateway 10.0.1.20 of peer 10.99.255.20 on eth1: probe-failed since", "state: converged", "tun1: down",
+		"mptcp-transparent all: program linkagg_mptcp id 42, link id 7, pinned at /sys/fs/bpf/linkagg/4097/tun2/link"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("text view lacks %q", want)
 		}
@@ -91,6 +108,12 @@ func TestRender(t *testing.T) {
 			t.Errorf("path object lacks %q: %v", k, p1)
 		}
 	}
+	tr, _ := doc["groups"].([]any)[2].(map[string]any)["mptcp_transparent"].(map[string]any)
+	for k, v := range map[string]any{"scope": "all", "attached": true, "linked": true, "current": true, "kernel_scope": "all", "program_id": 42.0, "link_id": 7.0, "pins": "/sys/fs/bpf/linkagg/4097/tun2"} {
+		if tr[k] != v {
+			t.Errorf("mptcp_transparent.%s = %v, want %v (%v)", k, tr[k], v, tr)
+		}
+	}
 
 	b.Reset()
 	Prometheus(&b, sample())
@@ -101,6 +124,7 @@ func TestRender(t *testing.T) {
 		`linkagg_path_bytes_total{group="tun0",path="1",table="20000",link="eth0"} 900000000`,
 		`linkagg_path_state{group="tun0",path="2",table="20001",link="eth1",state="probe-failed"} 1`,
 		`linkagg_path_gateways_down{group="tun0",path="2",table="20001",link="eth1"} 1`,
+		`linkagg_mptcp_transparent_attached{group="tun2",scope="all"} 1`,
 	} {
 		if !strings.Contains(b.String(), want+"\n") {
 			t.Errorf("prometheus output lacks %s", want)

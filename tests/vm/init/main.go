@@ -38,6 +38,11 @@ func run() int {
 	mount("proc", "/proc", "proc", 0, "")
 	mount("sys", "/sys", "sysfs", 0, "")
 	mount("dev", "/dev", "devtmpfs", 0, "")
+	// no udev here: the node of the tun module (misc 10:200), whose first open loads it
+	must("mkdir /dev/net", os.MkdirAll("/dev/net", 0o755))
+	if err := unix.Mknod("/dev/net/tun", unix.S_IFCHR|0o666, int(unix.Mkdev(10, 200))); err != nil && err != unix.EEXIST {
+		must("mknod /dev/net/tun", err)
+	}
 	// the modules of the 9p root and the overlay, in dependency order (decompressed by the kernel)
 	for _, m := range []string{"netfs", "9pnet", "9pnet_virtio", "9p", "overlay"} {
 		f, err := os.Open("/modules/" + m + ".ko.xz")
