@@ -40,8 +40,8 @@ func mpIperf(l *Lab, dst string, secs int, during func()) (float64, error) {
 
 // subflowsByConn reads host A's established TCP subflows of MPTCP connections (ss -tni shows their
 // tokens) and groups their local addresses by the connection's token.
-func subflowsByConn(l *Lab) map[string][]string {
-	out := l.In("A", "ss", "-tniH", "state", "established")
+func subflowsByConn(l *Lab, dst ...string) map[string][]string {
+	out := l.In("A", append([]string{"ss", "-tniH", "state", "established"}, dstFilter(dst)...)...)
 	// a subflow is a line "LOCAL:PORT PEER:PORT" followed by an info line with "token:THEIRS(id:N)/OURS(id:M)"
 	re := regexp.MustCompile(`token:[0-9a-f]+\(id:\d+\)/([0-9a-f]+)\(id:\d+\)`)
 	conns := map[string][]string{}
@@ -61,6 +61,14 @@ func subflowsByConn(l *Lab) map[string][]string {
 		}
 	}
 	return conns
+}
+
+// dstFilter is the ss filter `dst ADDR[:PORT]` of an optional destination.
+func dstFilter(dst []string) []string {
+	if len(dst) == 0 || dst[0] == "" {
+		return nil
+	}
+	return []string{"dst", dst[0]}
 }
 
 type mpEndpointJSON struct {

@@ -225,7 +225,7 @@ func unitCgroup(t *testing.T, slice, unit string) string {
 
 // plainIperf runs one plain iperf3 flow (no mptcpize) A -> dst for secs seconds; the client runs in cgroup
 // dir when it is not empty; during runs a second into the flow. It returns the received Mbit/s.
-func plainIperf(l *Lab, dst string, secs int, cgroup string, during func()) (float64, error) {
+func plainIperf(l *Lab, dst string, secs int, cgroup string, during func(port string)) (float64, error) {
 	l.t.Helper()
 	port := fmt.Sprint(5201 + time.Now().Nanosecond()%500)
 	srv := exec.Command("ip", "netns", "exec", l.NS("B"), "iperf3", "-s", "-1", "-p", port)
@@ -261,7 +261,7 @@ func plainIperf(l *Lab, dst string, secs int, cgroup string, during func()) (flo
 	}
 	if during != nil {
 		time.Sleep(time.Second)
-		during()
+		during(port)
 	}
 	err := cli.Wait()
 	var res struct {
@@ -280,6 +280,8 @@ func plainIperf(l *Lab, dst string, secs int, cgroup string, during func()) (flo
 // sampleConns waits (up to 3 s) until host A has an established TCP connection to dst and returns the
 // MPTCP subflows by connection then; with mptcp it waits for a connection with one subflow per path (the
 // paths' subflows join a moment after the first).
+// sampleConns samples the MPTCP connections to dst (ADDR:PORT: only this flow's, not those of an earlier
+// flow still closing).
 func sampleConns(l *Lab, dst string, mptcp bool) map[string][]string {
 	var conns map[string][]string
 	for i := 0; i < 15; i++ {
@@ -287,7 +289,7 @@ func sampleConns(l *Lab, dst string, mptcp bool) map[string][]string {
 		if !strings.Contains(l.In("A", "ss", "-tnH", "state", "established", "dst", dst), dst) {
 			continue
 		}
-		conns = subflowsByConn(l)
+		conns = subflowsByConn(l, dst)
 		if !mptcp || slices.ContainsFunc(mapValues(conns), func(s []string) bool { return len(s) == len(l.Rates) }) {
 			break
 		}
@@ -374,7 +376,7 @@ func e2eTransparentFlows(t *testing.T) {
 	syn0, synB0 := mptcpCounter(l, "A", "MPCapableSYNTX"), mptcpCounter(l, "B", "MPCapableSYNRX")
 	tx0 := l.TxBytes("A")
 	var conns map[string][]string
-	mbit, err := plainIperf(l, "10.97.255.20", 4, "", func() { conns = sampleConns(l, "10.97.255.20", true) })
+	mbit, err := plainIperf(l, "10.97.255.20", 4, "", func(port string) { conns = sampleConns(l, "10.97.255.20:"+port, true) })
 	if err != nil {
 		t.Fatalf("plain iperf3: %v", err)
 	}
@@ -408,7 +410,7 @@ func e2eTransparentFlows(t *testing.T) {
 	if st, raw := l.transparentStatus("A"); st == nil || !st.Attached || st.Scope != "lgtest.slice" {
 		t.Errorf("status after the scope change: %+v\n%s", st, raw)
 	}
-	mbit, err = plainIperf(l, "10.97.255.20", 4, unit, func() { conns = sampleConns(l, "10.97.255.20", true) })
+	mbit, err = plainIperf(l, "10.97.255.20", 4, unit, func(port string) { conns = sampleConns(l, "10.97.255.20:"+port, true) })
 	if err != nil {
 		t.Fatalf("iperf3 in lgtest.slice: %v", err)
 	}
@@ -417,9 +419,9 @@ func e2eTransparentFlows(t *testing.T) {
 	tx0 = l.TxBytes("A")
 	syn0 = mptcpCounter(l, "A", "MPCapableSYNTX")
 	var plain string
-	mbit, err = plainIperf(l, "10.97.255.20", 4, "", func() {
-		conns = sampleConns(l, "10.97.255.20", false)
-		plain = l.In("A", "ss", "-tniH", "state", "established", "dst", "10.97.255.20")
+	mbit, err = plainIperf(l, "10.97.255.20", 4, "", func(port string) {
+		conns = sampleConns(l, "10.97.255.20:"+port, false)
+		plain = l.In("A", "ss", "-tniH", "state", "established", "dst", "10.97.255.20:"+port)
 	})
 	tx1 = l.TxBytes("A")
 	if err != nil {

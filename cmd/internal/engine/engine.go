@@ -315,6 +315,12 @@ func (e *Engine) ApplyGroups(ids []string) error {
 		// needs (its fakenet route, its tables)
 		if len(ids) == 0 {
 			err = ev.RemoveOrphans()
+			// and the groups plan from what is left (the old group's TUN and its VIP are gone)
+			if links, lerr := ev.S.Links(); lerr != nil {
+				err = errors.Join(err, lerr)
+			} else {
+				ev.Links = links
+			}
 		}
 		return errors.Join(err, ev.Up(gs, nil))
 	})
