@@ -250,6 +250,7 @@ var (
 	managedGlobal = []string{
 		"net/mptcp/enabled", "net/mptcp/checksum_enabled", "net/mptcp/scheduler",
 		"net/mptcp/path_manager", "net/mptcp/syn_retrans_before_tcp_fallback",
+		"net/ipv4/tcp_min_rtt_wlen", // only with the group option tcp-min-rtt-wlen
 	}
 	managedPerIface = []string{"rp_filter", "arp_ignore", "arp_announce"}
 )

@@ -47,6 +47,7 @@ const (
 	optPriority = "rule-priority"
 	optARP      = "arp-isolation"
 	optGSO      = "gso-max-size"
+	optMinRTT   = "tcp-min-rtt-wlen"
 	optFamily   = "family" // TOML only: a stanza says it in its iface line
 )
 
@@ -59,7 +60,7 @@ var ownership = []string{optFakenet, optTable, optRspec}
 var ourOptions = map[string]bool{
 	optAddress: true, optNetmask: true, optMTU: true, optFakenet: true, optTable: true, optRspec: true,
 	optWeight: true, optMode: true, optFwmark: true, optMarkMask: true, optPriority: true, optARP: true,
-	optGSO: true,
+	optGSO: true, optMinRTT: true,
 }
 
 // The caps on paths and fakenets keep the pairwise checks cheap; real groups are far below them (a path
@@ -178,6 +179,16 @@ func build(r *rawGroup) (Group, error) {
 			return g, errAt(w.pos, "gso-max-size %q: expected bytes %d..%d", w.s, MinGSOMaxSize, MaxGSOMaxSize)
 		}
 		g.GSOMaxSize = n
+	}
+
+	if w, ok, err := r.single(optMinRTT); err != nil {
+		return g, err
+	} else if ok {
+		n, err := strconv.Atoi(w.s)
+		if err != nil || n < 0 || n > 86400 {
+			return g, errAt(w.pos, "tcp-min-rtt-wlen %q: expected seconds 0..86400 (net.ipv4.tcp_min_rtt_wlen)", w.s)
+		}
+		g.TCPMinRTTWlen = &n
 	}
 
 	o, _ := r.get(optFakenet)

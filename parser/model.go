@@ -101,8 +101,11 @@ type Group struct {
 	// GSOMaxSize (`gso-max-size`) caps the size of the TCP segment bursts sockets to the fakenet hand down
 	// (the TUN's gso_max_size); 0: the planner's default (plan.DefaultGSOMaxSize).
 	GSOMaxSize int
-	Mode       Mode
-	MPTCP      MPTCP // knobs of mode mptcp/hybrid (parser/mptcp.go)
+	// TCPMinRTTWlen (`tcp-min-rtt-wlen SECONDS`, nil: leave alone) sets net.ipv4.tcp_min_rtt_wlen of the
+	// network namespace while the group runs: a namespace-wide TCP knob, so only when the admin asks.
+	TCPMinRTTWlen *int
+	Mode          Mode
+	MPTCP         MPTCP // knobs of mode mptcp/hybrid (parser/mptcp.go)
 
 	Peers  []Peer // every rspec entry but our own, in file order
 	OwnPos Pos    // where the own rspec entry was written

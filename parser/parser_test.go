@@ -478,3 +478,26 @@ func TestGSOMaxSize(t *testing.T) {
 		t.Errorf("TOML gso-max-size = 32768: %v %+v", err, gs)
 	}
 }
+
+// tcp-min-rtt-wlen: seconds 0..86400, unset by default; two groups may not ask for different values.
+func TestTCPMinRTTWlen(t *testing.T) {
+	g, err := parseOne(t, base+"    tcp-min-rtt-wlen 0\n")
+	if err != nil || g.TCPMinRTTWlen == nil || *g.TCPMinRTTWlen != 0 {
+		t.Fatalf("tcp-min-rtt-wlen 0: %v %v", err, g.TCPMinRTTWlen)
+	}
+	if g, _ := parseOne(t, base); g.TCPMinRTTWlen != nil {
+		t.Errorf("set by default: %d", *g.TCPMinRTTWlen)
+	}
+	if _, err := parseOne(t, base+"    tcp-min-rtt-wlen -1\n"); err == nil || err.Error() != `interfaces:8: tcp-min-rtt-wlen "-1": expected seconds 0..86400 (net.ipv4.tcp_min_rtt_wlen)` {
+		t.Errorf("-1: %v", err)
+	}
+	two := base + "    tcp-min-rtt-wlen 0\n" + strings.ReplaceAll(strings.ReplaceAll(tun1, "10.98.255.", "10.97.255."), "tun1", "tun1") + "    tcp-min-rtt-wlen 300\n"
+	_, err = ParseInterfaces("interfaces", []byte(two))
+	if err == nil {
+		gs, _ := ParseInterfaces("interfaces", []byte(two))
+		err = Validate(gs)
+	}
+	if err == nil || !strings.Contains(err.Error(), "tcp-min-rtt-wlen 300 differs from 0 of group tun0") {
+		t.Errorf("two values: %v", err)
+	}
+}

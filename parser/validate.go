@@ -20,6 +20,10 @@ func Validate(groups []Group) error {
 		g := &groups[i]
 		for j := 0; j < i; j++ {
 			h := &groups[j]
+			// one namespace-wide value: two groups asking for different ones would undo each other
+			if g.TCPMinRTTWlen != nil && h.TCPMinRTTWlen != nil && *g.TCPMinRTTWlen != *h.TCPMinRTTWlen {
+				return errAt(g.optPos(optMinRTT), "tcp-min-rtt-wlen %d differs from %d of group %s at %s: it is one value for the whole network namespace", *g.TCPMinRTTWlen, *h.TCPMinRTTWlen, h.ID(), h.optPos(optMinRTT))
+			}
 			if g.Iface == h.Iface && g.Family == h.Family {
 				return errAt(g.Pos, "group %s (%s) is defined twice: also at %s", g.Iface, g.Family, h.Pos)
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/linkagg/linkagg-hooks/parser"
 )
@@ -107,6 +108,12 @@ func Build(in Input) (Desired, error) {
 	}
 
 	d.Sysctls = memberSysctls(g, in.Links)
+	if w := g.TCPMinRTTWlen; w != nil {
+		// the admin's explicit choice (never a default): RACK tolerates reordering of up to a quarter of the
+		// minimum RTT (growing with DSACKs, at most the smoothed RTT); on a LAN the minimum is microseconds,
+		// far below how much striping reorders, and a short window lets it follow the RTT the flow has now
+		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/tcp_min_rtt_wlen", Value: strconv.Itoa(*w)})
+	}
 	if mode != parser.ModePacket {
 		buildMPTCP(g, &d, active, bits)
 	}

@@ -159,6 +159,9 @@ func TestBuildGolden(t *testing.T) {
 		return []Local{{Name: "eth0", Up: true, Carrier: true, Addrs: []netip.Prefix{p("10.0.0.10/24")}},
 			{Name: "eth1", Up: true, Carrier: true, Addrs: []netip.Prefix{p("10.0.0.11/24")}}}
 	}
+	wlen := seedGroup()
+	zero := 0
+	wlen.TCPMinRTTWlen, wlen.GSOMaxSize = &zero, 65536
 	swNoARP := sw
 	swNoARP.KeepARP = true
 	// a typo in one peer's gateway of path 2: no subnet of ours holds it
@@ -185,6 +188,8 @@ func TestBuildGolden(t *testing.T) {
 			"eth1": {DownNoCarrier, since}, "eth2": {DownProbeFailed, since.Add(time.Second)}}}},
 		{"two-paths-one-subnet", twoShared, []Local{{Name: "eth0", Up: true, Addrs: []netip.Prefix{p("10.99.0.10/24")}}, {Name: "eth1", Up: true, Addrs: []netip.Prefix{p("10.99.0.11/24")}}}, nil, Health{}},
 		{"switch-all-up", sw, swLinks(), nil, Health{}},
+		// the admin's TCP knob and GSO size: one namespace sysctl more, the TUN's gso_max_size as given
+		{"seed-tcp-min-rtt-wlen-gso", wlen, seedLinks(), nil, Health{}},
 		// peer .20's NIC of path 2 is silent: .20 takes a sequence of its own over paths 1, 3 and 4
 		{"seed-peer-path2-probe-failed", seedGroup(), seedLinks(), nil, Health{Gateways: map[GatewayKey]Down{
 			{Link: "eth1", Gateway: a("10.99.1.20")}: {DownProbeFailed, since}}}},

@@ -8,6 +8,7 @@
 #   alone       each link alone, summed
 #   packet      mode packet, linkagg's defaults (gso-max-size 16384)
 #   gsoN        mode packet with gso-max-size N (gso65536: the kernel's default, no cap on the striping unit)
+#   X+wlen0     configuration X with `tcp-min-rtt-wlen 0` (a namespace-wide TCP sysctl, off by default)
 #   script      the same state as `packet` made by the ip/nft commands of `linkagg plan` (hand-written way)
 #   hyb-tcp     mode hybrid, a plain TCP flow (striped)
 #   hyb-mptcp   mode hybrid, an MPTCP flow (mptcpize run)
@@ -38,9 +39,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# interfaces H N RATES MODE GSO: host H's (.N) NICs and its tun0 group
+# interfaces H N RATES MODE EXTRA: host H's (.N) NICs and its tun0 group, EXTRA options (";"-separated)
 interfaces() {
-  local h=$1 n=$2 mode=$4 gso=$5 i peer
+  local h=$1 n=$2 mode=$4 extra=$5 i peer o
   local -a r=(${3//,/ })
   local l=$(echo "$h" | tr AB ab)
   {
@@ -48,7 +49,7 @@ interfaces() {
     printf 'auto tun0\niface tun0 inet static\n    address 10.%d.255.%d\n    netmask 255.255.255.255\n' $NET $n
     printf '    fakenet 10.%d.255.0/24\n    table' $NET; for i in "${!r[@]}"; do printf ' %d' $((43000 + i)); done
     printf '\n    weight %s\n    mode %s\n' "${r[*]}" "$mode"
-    [ -z "$gso" ] || printf '    gso-max-size %s\n' "$gso"
+    local IFS=';'; for o in $extra; do [ -z "$o" ] || printf '    %s\n' "$o"; done; unset IFS
     for peer in 10 20; do printf '    rspec 10.%d.255.%d' $NET $peer; for i in "${!r[@]}"; do printf ':10.%d.%d.%d' $NET $i $peer; done; echo; done
   } > "$work/etc-$h/interfaces"
 }
@@ -89,21 +90,25 @@ for set in $LINKSETS; do
       for i in "${!r[@]}"; do read -r v _ <<<"$(iperf_flow ${P}A ${P}B 10.$NET.$i.20 $cc)"; sum=$(python3 -c "print($sum + $v)"); done
       res[$cc,alone]+=" $sum"
       for c in $CONFIGS; do
-        case $c in
-          packet) configure "$set" packet ""; out=$(flow_cpu $cc) ;;
-          gso*) configure "$set" packet "${c#gso}"; out=$(flow_cpu $cc) ;;
+        # a +wlen0 suffix adds `tcp-min-rtt-wlen 0` (the explicit namespace-wide TCP option)
+        extra=""
+        case $c in *+wlen0) extra="tcp-min-rtt-wlen 0" ;; esac
+        c0=${c%+wlen0}
+        case $c0 in
+          packet) configure "$set" packet "$extra"; out=$(flow_cpu $cc) ;;
+          gso*) configure "$set" packet "gso-max-size ${c0#gso};$extra"; out=$(flow_cpu $cc) ;;
           script)
-            configure "$set" packet ""
+            configure "$set" packet "$extra"
             for h in A B; do
               ip netns exec $P$h "$bin/linkagg" --interfaces "$work/etc-$h/interfaces" --confdir "$work/none" --run-dir "$work/etc-$h/run-linkagg" plan > "$work/plan$h.sh"
               "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null
               ip netns exec $P$h bash "$work/plan$h.sh" >/dev/null 2>&1
             done
             out=$(flow_cpu $cc)
-            for h in A B; do ip netns exec $P$h nft delete table ip linkagg_tun0; ip -n $P$h link del tun0; ip netns exec $P$h bash -c 'ip rule flush; ip rule add pref 32766 lookup main; ip rule add pref 32767 lookup default'; done ;;
-          hyb-tcp) configure "$set" hybrid ""; out=$(flow_cpu $cc) ;;
-          hyb-mptcp) configure "$set" hybrid ""; out=$(flow_cpu $cc "mptcpize run") ;;
-          mptcp) configure "$set" mptcp ""; out=$(flow_cpu $cc "mptcpize run") ;;
+            for h in A B; do ip netns exec $P$h nft delete table ip linkagg_tun0; ip -n $P$h link del tun0; ip netns exec $P$h bash -c 'ip rule flush; ip rule add pref 32766 lookup main; ip rule add pref 32767 lookup default; sysctl -qw net.ipv4.tcp_min_rtt_wlen=300'; done ;;
+          hyb-tcp) configure "$set" hybrid "$extra"; out=$(flow_cpu $cc) ;;
+          hyb-mptcp) configure "$set" hybrid "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
+          mptcp) configure "$set" mptcp "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
         esac
         read -r m cpu s rcv x <<<"$out"
         res[$cc,$c]+=" $m"; res[$cc,$c,cpu]+=" $cpu"; res[$cc,$c,snd]+=" $s"; res[$cc,$c,rcv]+=" $rcv"; res[$cc,$c,rtx]+=" $x"
@@ -123,7 +128,7 @@ for set in $LINKSETS; do
     done
     echo "$line"
     for c in $CONFIGS; do
-      case $c in packet|gso*)
+      case $c in packet*|gso*)
         printf '  %-5s   %-7s CPU: machine %5s%% of a core, iperf3 sender %5s%%, receiver %5s%%, retransmits %s\n' $cc $c \
           "$(median ${res[$cc,$c,cpu]})" "$(median ${res[$cc,$c,snd]})" "$(median ${res[$cc,$c,rcv]})" "$(median ${res[$cc,$c,rtx]})" ;;
       esac
