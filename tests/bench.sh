@@ -1,12 +1,10 @@
 #!/bin/bash
-# make bench: goodput and apply-time benchmarks, measured in this run, each figure the median of REPEAT runs.
-#  1. goodput: each link alone, one TCP flow VIP->VIP over all links, and the ratio aggregate / sum of the
-#     links alone, for 300/200 Mbit/s (weight 3 2) and 4x250 Mbit/s. The same flow is also run over the same
-#     kernel state made by the `ip`/`nft` commands of `linkagg plan`, and over a hand-written BLOCK sequence
-#     (1,1,1,2,2 instead of 1,2,1,2,1) to show what interleaving buys.
-#  2. apply time of `linkagg apply` (whole process) for 4 peers x 4 paths and 254 peers x 4 paths, against
+# make bench: every benchmark, measured in this run, each figure the median of REPEAT runs.
+#  1. apply time of `linkagg apply` (whole process) for 4 peers x 4 paths and 254 peers x 4 paths, against
 #     the same state made by running those ip/nft/sysctl commands one by one from a shell script, and the
-#     time of a second, no-op apply.
+#     time of a second, no-op apply;
+#  2. then every tests/bench-*.sh: goodput of one flow in every mode under cubic and bbr on three link sets
+#     (bench-tcp.sh), the switch (bench-switch.sh), the counters' cost, failover, scale, mptcp-transparent.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 lab=$top/tests/lab
@@ -38,58 +36,6 @@ config() {
 }
 
 linkagg() { local ns=$1; shift; ip netns exec "$ns" "$bin/linkagg" --interfaces "$work/$H.interfaces" --confdir "$work/none" --run-dir "$work/run-$ns" "$@"; }
-
-goodput() {
-  local rates=$1 weights=$2
-  local -a r=($rates); local paths=${#r[@]}
-  echo "== goodput, links ${rates// //} Mbit/s, weight $weights, $REPEAT runs of ${SECS}s, median"
-  NET=95 "$lab/twohost.sh" up $P "$rates" >/dev/null
-  local -a alone_runs agg_runs script_runs block_runs
-  for h in A B; do H=$h; config $([ $h = A ] && echo 10 || echo 20) "$weights" $paths 0; done
-  local sums=() aggs=() scripts=()
-  blocks=()
-  declare -A alone
-  for rep in $(seq "$REPEAT"); do
-    local sum=0
-    for ((i = 0; i < paths; i++)); do
-      v=$("$lab/twohost.sh" iperf $P 10.95.$i.20 "$SECS"); alone[$i]+=" $v"; sum=$(python3 -c "print($sum+$v)")
-    done
-    sums+=($sum)
-    for h in A B; do H=$h; linkagg ${P}$h apply >/dev/null; done
-    aggs+=($("$lab/twohost.sh" iperf $P 10.94.0.20 "$SECS"))
-    # the same state from the plan's ip/nft commands, run by a shell
-    H=A; linkagg ${P}A plan > "$work/planA.sh"; linkagg ${P}A down >/dev/null
-    ip netns exec ${P}A bash "$work/planA.sh" >/dev/null 2>&1
-    scripts+=($("$lab/twohost.sh" iperf $P 10.94.0.20 "$SECS"))
-    # a hand-written block sequence with the same weights: 1,1,1,2,2 (or 1,2,3,4 for equal weights)
-    python3 - "$work/planA.sh" > "$work/blockA.sh" <<'PY'
-import re, sys
-s = open(sys.argv[1]).read()
-def block(m):
-    elems = re.findall(r"goto (mark_[0-9a-f]+)", m.group(2))
-    order = sorted(elems, key=elems.index)  # group equal marks together, first-seen order
-    return m.group(1) + "{ " + ", ".join("%d : goto %s" % (i, c) for i, c in enumerate(order)) + " }"
-s = re.sub(r"(numgen inc mod \d+ vmap )\{([^}]*)\}", block, s)
-print("nft delete table ip linkagg_tun0")
-print(s[s.index("nft -f"):])
-PY
-    # with equal weights the block order is the smooth order itself: nothing to compare
-    if ! cmp -s <(grep -o 'vmap {.*}' "$work/planA.sh") <(grep -o 'vmap {.*}' "$work/blockA.sh"); then
-      ip netns exec ${P}A bash "$work/blockA.sh" >/dev/null
-      blocks+=($("$lab/twohost.sh" iperf $P 10.94.0.20 "$SECS"))
-    fi
-    ip netns exec ${P}A nft delete table ip linkagg_tun0 2>/dev/null || true
-    H=A; linkagg ${P}A down >/dev/null; H=B; linkagg ${P}B down >/dev/null
-  done
-  for ((i = 0; i < paths; i++)); do printf '  link %d alone:                       %8s Mbit/s\n' $i "$(median ${alone[$i]})"; done
-  local s a
-  s=$(median "${sums[@]}"); a=$(median "${aggs[@]}")
-  printf '  sum of links alone:                %8s Mbit/s\n' "$s"
-  printf '  one flow, linkagg:                 %8s Mbit/s   ratio to sum %.3f\n' "$a" "$(python3 -c "print($a/$s)")"
-  printf '  one flow, same state by ip/nft:    %8s Mbit/s\n' "$(median "${scripts[@]}")"
-  [ ${#blocks[@]} = 0 ] || printf '  one flow, block sequence:          %8s Mbit/s\n' "$(median "${blocks[@]}")"
-  "$lab/twohost.sh" down $P
-}
 
 applytime() {
   local peers=$1 paths=$2 ns=lgbapply i
@@ -130,8 +76,6 @@ INNER
 }
 
 mkdir -p "$work/none"
-[ -n "${SKIP_GOODPUT:-}" ] || goodput "300 200" "3 2"
-[ -n "${SKIP_GOODPUT:-}" ] || goodput "250 250 250 250" "1 1 1 1"
 applytime 4 4
 applytime 254 4
 for b in "$top"/tests/bench-*.sh; do [ -x "$b" ] && "$b"; done
