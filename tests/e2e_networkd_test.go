@@ -79,7 +79,7 @@ func (l *Lab) StartNetworkd(h string, net, host int, toml string, dropin bool) *
 	err = start.Run()
 	l.t.Cleanup(func() {
 		if l.t.Failed() {
-			b, _ := os.ReadFile("/run/networkd-netns/" + ns + "/dispatcher.log")
+			b, _ := os.ReadFile("/tmp/linkagg-networkd-netns/" + ns + "/dispatcher.log")
 			l.t.Logf("dispatcher log of %s (last 3000 bytes):\n%s", ns, tail(string(b), 3000))
 		}
 		exec.Command(filepath.Join(repoRoot, "tests/lab/networkd-netns.sh"), "stop", ns).Run()
