@@ -12,12 +12,13 @@ BIN := build/bin
 DESTDIR ?=
 PREFIX ?= /usr
 
-# Debian packages the tests and the demo run against (real tools, no mocks); qemu, cpio and kmod run the
+# Debian packages the tests, the demo and the benchmarks run against (real tools, no mocks; ethtool makes the
+# NIC-like lab links of tests/lab/twohost.sh NICLIKE=1); qemu, cpio and kmod run the
 # kernel tests that need a kernel other than this one (tests/vm/run.sh: Debian's 6.12 for mptcp-transparent);
 # debootstrap and systemd-container (systemd-nspawn) boot two Debian 12 hosts with the built package
 # (tests/boot_test.go). The Debian build's own dependencies (dh-golang, Go >= 1.23 from bookworm-backports)
 # come from `make deb-deps`, which the package tests run.
-TEST_DEBS := iproute2 nftables iperf3 ifupdown systemd networkd-dispatcher dbus mptcpize util-linux procps python3 iputils-ping \
+TEST_DEBS := iproute2 nftables iperf3 ethtool ifupdown systemd networkd-dispatcher dbus mptcpize util-linux procps python3 iputils-ping \
 	qemu-system-x86 cpio kmod bpftool \
 	debhelper dpkg-dev lintian fakeroot debootstrap systemd-container
 
