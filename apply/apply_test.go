@@ -768,3 +768,51 @@ func TestTUNGSO(t *testing.T) {
 		t.Errorf("user's TUN: gso_max_size %d after down, want 65536 back", l.Attrs().GSOMaxSize)
 	}
 }
+
+// tcp-min-rtt-wlen (a namespace-wide TCP sysctl, only when a group asks for it): set while the group runs,
+// kept while a second group claims the same value, and back to the namespace's own value after the last
+// Down; a later Apply without the option puts it back too.
+func TestTCPMinRTTWlen(t *testing.T) {
+	e := newEnv(t)
+	defer e.close()
+	e.veths(2)
+	const key = "net/ipv4/tcp_min_rtt_wlen"
+	orig, err := readSysctl(key)
+	e.must(err)
+	wlen := plan.Sysctl{Key: key, Value: "0"}
+	d1 := group("a", 0, 1)
+	d1.Sysctls = append(d1.Sysctls, wlen)
+	d2 := plan.Desired{Group: "tun1", Family: d1.Family, TUN: plan.TUN{Name: "tun1"}, VIP: netip.MustParsePrefix("10.99.254.10/32"),
+		Sysctls: []plan.Sysctl{wlen}}
+	pre := e.snapshot()
+	_, err = Apply(d1, e.opts())
+	e.must(err)
+	if v, _ := readSysctl(key); v != "0" {
+		t.Fatalf("%s = %s while the group runs, want 0", key, v)
+	}
+	_, err = Apply(d2, e.opts())
+	e.must(err)
+	_, err = Down(d1, DownOptions{Options: e.opts()})
+	e.must(err)
+	if v, _ := readSysctl(key); v != "0" {
+		t.Errorf("%s = %s while tun1 still claims it, want 0", key, v)
+	}
+	_, err = Down(d2, DownOptions{Options: e.opts()})
+	e.must(err)
+	if v, _ := readSysctl(key); v != orig {
+		t.Errorf("%s = %s after the last Down, want %s back", key, v, orig)
+	}
+	if post := e.snapshot(); post != pre {
+		t.Fatalf("after both downs:\n%s", diffLines(pre, post))
+	}
+	// the option dropped from the configuration while the group runs: the next Apply restores the value
+	_, err = Apply(d1, e.opts())
+	e.must(err)
+	_, err = Apply(group("a", 0, 1), e.opts())
+	e.must(err)
+	if v, _ := readSysctl(key); v != orig {
+		t.Errorf("%s = %s after an Apply without the option, want %s back", key, v, orig)
+	}
+	_, err = Down(group("a", 0, 1), DownOptions{Options: e.opts()})
+	e.must(err)
+}
