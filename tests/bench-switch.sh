@@ -6,7 +6,8 @@
 #   - each NIC alone (A's NIC i -> B's NIC i, bound to the device) and their sum;
 #   - one flow A -> B and one B -> A, VIP to VIP, and the ratio to the sum;
 #   - two flows at once: A -> B + A -> C (A's send side shared) and A -> B + C -> B (B's receive side
-#     shared), their total against the 2 x RATE that side has.
+#     shared), their total against the sum of the NICs alone (what that side's two NICs carry).
+# EXTRA="opt value;opt value" adds group options (e.g. EXTRA="tcp-min-rtt-wlen 0").
 # Needs root and build/bin/linkagg (make build).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +34,7 @@ config() {
   {
     printf 'iface tun0 inet static\n    address 10.99.255.%d\n    netmask 255.255.255.255\n' $((10 * k))
     printf '    fakenet 10.99.255.0/24\n    table 30000 30001\n'
+    local IFS=';' o; for o in ${EXTRA:-}; do [ -z "$o" ] || printf '    %s\n' "$o"; done; unset IFS
     for j in 1 2 3; do printf '    rspec 10.99.255.%d:%s:%s\n' $((10 * j)) "$(addr "$mode" $j 0)" "$(addr "$mode" $j 1)"; done
   } > "$work/$k.interfaces"
 }
@@ -53,7 +55,7 @@ flow() {
 
 bench() {
   local mode=$1 cc rep i
-  echo "== switch, 3 hosts x 2 NICs of $RATE Mbit/s, $mode addressing, $REPEAT runs of ${SECS}s (first second not counted), median"
+  echo "== switch, 3 hosts x 2 NICs of $RATE Mbit/s, $mode addressing${EXTRA:+, options: $EXTRA}, $REPEAT runs of ${SECS}s (first second not counted), median"
   "$lab/switch.sh" up $P "$HOSTS" 2 "$RATE" "$mode" >/dev/null
   for k in 1 2 3; do config "$mode" $k; linkagg $k apply >/dev/null; done
   for cc in cubic bbr; do
@@ -81,8 +83,8 @@ bench() {
     printf '  %-5s NIC 0 alone %6s, NIC 1 alone %6s, sum %6s Mbit/s\n' $cc "$(median "${n0[@]}")" "$(median "${n1[@]}")" "$s"
     printf '  %-5s one flow A->B %6s Mbit/s (ratio %s), B->A %6s (ratio %s)\n' $cc "$(median "${ab[@]}")" "$(ratio "$(median "${ab[@]}")" "$s")" \
       "$(median "${ba[@]}")" "$(ratio "$(median "${ba[@]}")" "$s")"
-    printf '  %-5s two flows A->B + A->C %6s Mbit/s (ratio %s to 2 x %s), A->B + C->B %6s (ratio %s)\n' $cc \
-      "$(median "${two_a[@]}")" "$(ratio "$(median "${two_a[@]}")" $((2 * RATE)))" $RATE "$(median "${two_b[@]}")" "$(ratio "$(median "${two_b[@]}")" $((2 * RATE)))"
+    printf '  %-5s two flows A->B + A->C %6s Mbit/s (ratio %s to the sum), A->B + C->B %6s (ratio %s)\n' $cc \
+      "$(median "${two_a[@]}")" "$(ratio "$(median "${two_a[@]}")" "$s")" "$(median "${two_b[@]}")" "$(ratio "$(median "${two_b[@]}")" "$s")"
   done
   for k in 1 2 3; do linkagg $k down >/dev/null; done
   "$lab/switch.sh" down $P "$HOSTS" 2

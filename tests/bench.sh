@@ -5,6 +5,7 @@
 #     time of a second, no-op apply;
 #  2. then every tests/bench-*.sh: goodput of one flow in every mode under cubic and bbr on three link sets
 #     (bench-tcp.sh), the switch (bench-switch.sh), the counters' cost, failover, scale, mptcp-transparent.
+#     BENCHES="tcp switch" runs only those (default: all); BENCHES=none only the apply time.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 lab=$top/tests/lab
@@ -78,5 +79,8 @@ INNER
 mkdir -p "$work/none"
 applytime 4 4
 applytime 254 4
-for b in "$top"/tests/bench-*.sh; do [ -x "$b" ] && "$b"; done
+for b in "$top"/tests/bench-*.sh; do
+  n=${b##*/bench-}; n=${n%.sh}
+  case " ${BENCHES:-all} " in *" all "* | *" $n "*) [ -x "$b" ] && "$b" ;; esac
+done
 exit 0
