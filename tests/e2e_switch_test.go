@@ -201,13 +201,24 @@ func switchFlows(t *testing.T, l *Lab, addr string) {
 	for _, c := range []struct{ from, to, cc string }{{"A", "B", "cubic"}, {"A", "B", "bbr"}, {"B", "A", "cubic"}, {"B", "A", "bbr"}} {
 		src, dst := c.from, c.to
 		kdst := strings.Index("ABC", dst) + 1
-		tx0, rx0, third0 := l.TxBytes(src), l.RxBytes(dst), l.RxBytes("C")
-		mbit, err := l.Flow(IperfFlow{From: src, To: dst, Dst: vipOf(kdst), Secs: 4, Omit: 1, CC: c.cc})
-		if err != nil {
-			t.Fatalf("%s -> %s (%s): %v", src, dst, c.cc, err)
+		var mbit, ratio float64
+		var tx, rx, third []uint64
+		// a flow under the floor gets one more try: on a busy 2-core machine one bbr flow in a few dozen
+		// falls to ~1.4x (seen in CI), while the bug this floor is for gives 1.0x every time
+		for try := 1; try <= 2; try++ {
+			tx0, rx0, third0 := l.TxBytes(src), l.RxBytes(dst), l.RxBytes("C")
+			var err error
+			mbit, err = l.Flow(IperfFlow{From: src, To: dst, Dst: vipOf(kdst), Secs: 4, Omit: 1, CC: c.cc})
+			if err != nil {
+				t.Fatalf("%s -> %s (%s): %v", src, dst, c.cc, err)
+			}
+			tx, rx, third = deltas(tx0, l.TxBytes(src)), deltas(rx0, l.RxBytes(dst)), deltas(third0, l.RxBytes("C"))
+			ratio = mbit / single
+			if ratio >= minSwitchRatio {
+				break
+			}
+			t.Logf("try %d: one flow %s -> %s (%s): %.1f Mbit/s = %.2f x one NIC", try, src, dst, c.cc, mbit, ratio)
 		}
-		tx, rx, third := deltas(tx0, l.TxBytes(src)), deltas(rx0, l.RxBytes(dst)), deltas(third0, l.RxBytes("C"))
-		ratio := mbit / single
 		t.Logf("one flow %s -> %s (%s): %.1f Mbit/s = %.2f x one NIC; %s tx per NIC %v, %s rx per NIC %v, C rx %v",
 			src, dst, c.cc, mbit, ratio, src, tx, dst, rx, third)
 		if ratio < minSwitchRatio {
