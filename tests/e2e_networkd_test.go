@@ -74,21 +74,31 @@ func (l *Lab) StartNetworkd(h string, net, host int, toml string, dropin bool) *
 	logf, err := os.Create(filepath.Join(l.dir, "networkd-start-"+h+".log"))
 	must(l.t, err)
 	defer logf.Close()
-	start := exec.Command(filepath.Join(repoRoot, "tests/lab/networkd-netns.sh"), "start", ns, n.Conf)
+	start := n.lab("start", ns, n.Conf)
 	start.Stdout, start.Stderr = logf, logf
 	err = start.Run()
 	l.t.Cleanup(func() {
 		if l.t.Failed() {
-			b, _ := os.ReadFile("/tmp/linkagg-networkd-netns/" + ns + "/dispatcher.log")
+			b, _ := os.ReadFile(filepath.Join(n.state(), ns, "dispatcher.log"))
 			l.t.Logf("dispatcher log of %s (last 3000 bytes):\n%s", ns, tail(string(b), 3000))
 		}
-		exec.Command(filepath.Join(repoRoot, "tests/lab/networkd-netns.sh"), "stop", ns).Run()
+		n.lab("stop", ns).Run()
 	})
 	if err != nil {
 		out, _ := os.ReadFile(logf.Name())
 		l.t.Fatalf("starting networkd in %s: %v\n%s", ns, err, out)
 	}
 	return n
+}
+
+// state is where tests/lab/networkd-netns.sh keeps this lab's pids and daemon logs: the lab's own folder.
+func (n *NdHost) state() string { return filepath.Join(n.l.dir, "networkd-state") }
+
+// lab is tests/lab/networkd-netns.sh with ARGS, keeping its state in n.state().
+func (n *NdHost) lab(args ...string) *exec.Cmd {
+	c := exec.Command(filepath.Join(repoRoot, "tests/lab/networkd-netns.sh"), args...)
+	c.Env = append(os.Environ(), "NETWORKD_NETNS_STATE="+n.state())
+	return c
 }
 
 // InstallHook links the hook into every state folder, as the package does; RemoveHook takes it out, so a
@@ -111,7 +121,12 @@ func (n *NdHost) RemoveHook() {
 // Networkctl runs networkctl against this host's networkd.
 func (n *NdHost) Networkctl(args ...string) string {
 	n.l.t.Helper()
-	return run(n.l.t, filepath.Join(repoRoot, "tests/lab/networkd-netns.sh"), append([]string{"exec", n.l.NS(n.H), "networkctl"}, args...)...)
+	c := n.lab(append([]string{"exec", n.l.NS(n.H), "networkctl"}, args...)...)
+	out, err := c.CombinedOutput()
+	if err != nil {
+		n.l.t.Fatalf("%s: %v\n%s", strings.Join(c.Args, " "), err, out)
+	}
+	return string(out)
 }
 
 func must(t *testing.T, err error) {
