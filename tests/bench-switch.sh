@@ -22,8 +22,9 @@ HOSTS="A B C"
 [ -x "$bin/linkagg" ] || { echo "no $bin/linkagg: run make build" >&2; exit 1; }
 work=$(mktemp -d)
 trap '"$lab/switch.sh" down $P "$HOSTS" 2 >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print("%.1f" % statistics.median(v))' "$@"; }
-ratio() { python3 -c "print('%.3f' % ($1 / $2))"; }
+# median, ratio, group_options
+# shellcheck source=lab/benchlib.sh
+. "$lab/benchlib.sh"
 
 # addr MODE K I: host K's (1 = A) address on NIC I
 addr() { if [ "$1" = flat ]; then echo "10.0.0.$((10 * $2 + $3))"; else echo "10.0.$3.$((10 * $2))"; fi; }
@@ -34,7 +35,7 @@ config() {
   {
     printf 'iface tun0 inet static\n    address 10.99.255.%d\n    netmask 255.255.255.255\n' $((10 * k))
     printf '    fakenet 10.99.255.0/24\n    table 30000 30001\n'
-    local IFS=';' o; for o in ${EXTRA:-}; do [ -z "$o" ] || printf '    %s\n' "$o"; done; unset IFS
+    group_options "${EXTRA:-}"
     for j in 1 2 3; do printf '    rspec 10.99.255.%d:%s:%s\n' $((10 * j)) "$(addr "$mode" $j 0)" "$(addr "$mode" $j 1)"; done
   } > "$work/$k.interfaces"
 }

@@ -49,7 +49,7 @@ interfaces() {
     printf 'auto tun0\niface tun0 inet static\n    address 10.%d.255.%d\n    netmask 255.255.255.255\n' $NET $n
     printf '    fakenet 10.%d.255.0/24\n    table' $NET; for i in "${!r[@]}"; do printf ' %d' $((43000 + i)); done
     printf '\n    weight %s\n    mode %s\n' "${r[*]}" "$mode"
-    local IFS=';'; for o in $extra; do [ -z "$o" ] || printf '    %s\n' "$o"; done; unset IFS
+    group_options "$extra"
     for peer in 10 20; do printf '    rspec 10.%d.255.%d' $NET $peer; for i in "${!r[@]}"; do printf ':10.%d.%d.%d' $NET $i $peer; done; echo; done
   } > "$work/etc-$h/interfaces"
 }

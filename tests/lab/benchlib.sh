@@ -1,6 +1,7 @@
 # benchlib.sh: what the benchmark scripts share (sourced, not run).
 #   median V...            the median, one decimal
 #   ratio A B              A / B, three decimals
+#   group_options "OPT V;OPT V"   the stanza lines of those group options (empty ones skipped)
 #   iperf_flow FROM TO DST CC [WRAP]   one TCP flow of $SECS seconds (the first $OMIT not counted) from
 #                          namespace FROM to a server in namespace TO, the sender's congestion control CC
 #                          (iperf3 -C), both ends started under WRAP (e.g. "mptcpize run"); prints
@@ -12,6 +13,7 @@ _bench_port=$((5400 + RANDOM % 200))
 
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print("%.1f" % statistics.median(v))' "$@"; }
 ratio() { python3 -c "import sys; print('%.3f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
+group_options() { local IFS=';' o; for o in $1; do [ -z "$o" ] || printf '    %s\n' "$o"; done; }
 
 iperf_flow() {
   local from=$1 to=$2 dst=$3 cc=$4 wrap=${5:-} port
