@@ -8,11 +8,13 @@
 #   - two flows at once: A -> B + A -> C (A's send side shared) and A -> B + C -> B (B's receive side
 #     shared), their total against the sum of the NICs alone (what that side's two NICs carry).
 # EXTRA="opt value;opt value" adds group options (e.g. EXTRA="tcp-min-rtt-wlen 0").
-# Needs root and build/bin/linkagg (make build).
+# Each one-flow line also gives how the flow's bytes split over the NICs, as the sender's NICs sent them and
+# the receiver's NICs received them (percent on NIC 0 / NIC 1, median).
+# Needs root and build/bin/linkagg (make build; BIN=DIR measures the binaries in DIR instead).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 lab=$top/tests/lab
-bin=$top/build/bin
+bin=${BIN:-$top/build/bin}
 REPEAT=${REPEAT:-3}
 SECS=${SECS:-5}
 RATE=${RATE:-200}
@@ -54,6 +56,9 @@ flow() {
   wait $spid 2>/dev/null || true
 }
 
+# split_of "P..." : the median share P of NIC 0, as "P/100-P"
+split_of() { local p; p=$(median $1); python3 -c "print('%.1f/%.1f' % ($p, 100 - $p))"; }
+
 bench() {
   local mode=$1 cc rep i
   echo "== switch, 3 hosts x 2 NICs of $RATE Mbit/s, $mode addressing${EXTRA:+, options: $EXTRA}, $REPEAT runs of ${SECS}s (first second not counted), median"
@@ -61,13 +66,23 @@ bench() {
   for k in 1 2 3; do config "$mode" $k; linkagg $k apply >/dev/null; done
   for cc in cubic bbr; do
     local -a n0=() n1=() sum=() ab=() ba=() two_a=() two_b=()
+    local -A split=()
     for rep in $(seq "$REPEAT"); do
       local a0 a1
       port=$((port + 1)); a0=$(flow A B "$(addr "$mode" 2 0)" $cc eth0)
       port=$((port + 1)); a1=$(flow A B "$(addr "$mode" 2 1)" $cc eth1)
       n0+=("$a0"); n1+=("$a1"); sum+=("$(python3 -c "print($a0 + $a1)")")
-      port=$((port + 1)); ab+=("$(flow A B 10.99.255.20 $cc)")
-      port=$((port + 1)); ba+=("$(flow B A 10.99.255.10 $cc)")
+      # one flow each way, with the bytes per NIC at both ends
+      local f from to dst tx0 rx0
+      for f in "A B 10.99.255.20" "B A 10.99.255.10"; do
+        read -r from to dst <<<"$f"
+        tx0=$(nic_bytes $P$from tx eth0 eth1); rx0=$(nic_bytes $P$to rx eth0 eth1)
+        port=$((port + 1)); m=$(flow $from $to $dst $cc)
+        split[$from,tx]+=" $(share_delta "$tx0" "$(nic_bytes $P$from tx eth0 eth1)" | cut -d/ -f1)"
+        split[$to,rx]+=" $(share_delta "$rx0" "$(nic_bytes $P$to rx eth0 eth1)" | cut -d/ -f1)"
+        if [ $from = A ]; then ab+=("$m"); else ba+=("$m"); fi
+        echo "   run $rep $cc: $from->$to $m Mbit/s, $from sent $(mb_delta "$tx0" "$(nic_bytes $P$from tx eth0 eth1)") MB on eth0/eth1, $to received $(mb_delta "$rx0" "$(nic_bytes $P$to rx eth0 eth1)") MB" >&2
+      done
       # two flows at once, each in the background, their total
       port=$((port + 1)); flow A B 10.99.255.20 $cc > "$work/f1" & local p1=$!
       port=$((port + 1)); flow A C 10.99.255.30 $cc > "$work/f2" & local p2=$!
@@ -84,6 +99,8 @@ bench() {
     printf '  %-5s NIC 0 alone %6s, NIC 1 alone %6s, sum %6s Mbit/s\n' $cc "$(median "${n0[@]}")" "$(median "${n1[@]}")" "$s"
     printf '  %-5s one flow A->B %6s Mbit/s (ratio %s), B->A %6s (ratio %s)\n' $cc "$(median "${ab[@]}")" "$(ratio "$(median "${ab[@]}")" "$s")" \
       "$(median "${ba[@]}")" "$(ratio "$(median "${ba[@]}")" "$s")"
+    printf '  %-5s   bytes on NIC 0 / NIC 1: A->B sent by A %s%%, received by B %s%%; B->A sent by B %s%%, received by A %s%%\n' $cc \
+      "$(split_of "${split[A,tx]}")" "$(split_of "${split[B,rx]}")" "$(split_of "${split[B,tx]}")" "$(split_of "${split[A,rx]}")"
     printf '  %-5s two flows A->B + A->C %6s Mbit/s (ratio %s to the sum), A->B + C->B %6s (ratio %s)\n' $cc \
       "$(median "${two_a[@]}")" "$(ratio "$(median "${two_a[@]}")" "$s")" "$(median "${two_b[@]}")" "$(ratio "$(median "${two_b[@]}")" "$s")"
   done

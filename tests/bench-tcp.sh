@@ -15,11 +15,12 @@
 #   mptcp       mode mptcp, an MPTCP flow (mptcpize run)
 # and, for packet and the gsoN variants, the CPU the flow costs: the whole machine's busy time during the flow (both
 # hosts share its cores) in percent of one core, and iperf3's own sender/receiver process CPU.
-# Needs root, build/bin (make build) and the packages of make deps.
+# Needs root, build/bin (make build; BIN=DIR measures the binaries in DIR instead, e.g. an older build) and the
+# packages of make deps. The per-run lines (stderr) also give the bytes each link carried, as A sent and B received them.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 lab=$top/tests/lab
-bin=$top/build/bin
+bin=${BIN:-$top/build/bin}
 REPEAT=${REPEAT:-3}
 LINKSETS=${LINKSETS:-"250,250,250,250 300,200 400,250,100,150"}
 CCS=${CCS:-"cubic bbr"}
@@ -64,19 +65,23 @@ configure() {
 }
 
 busy() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
-# flow_cpu CC [WRAP] -> "MBIT MACHINE_BUSY_%_OF_ONE_CORE SENDER_CPU RECEIVER_CPU RETRANSMITS"
+# flow_cpu CC [WRAP] -> "MBIT MACHINE_BUSY_%_OF_ONE_CORE SENDER_CPU RECEIVER_CPU RETRANSMITS A_TX_MB B_RX_MB"
+# (the last two per link, "/"-separated: what A's links sent and B's links received during the flow)
 flow_cpu() {
-  local b0 b1 out
+  local b0 b1 out tx0 rx0
+  tx0=$(nic_bytes ${P}A tx "${dev_a[@]}"); rx0=$(nic_bytes ${P}B rx "${dev_b[@]}")
   b0=$(busy); out=$(iperf_flow ${P}A ${P}B 10.$NET.255.20 "$@"); b1=$(busy)
   python3 -c "import sys,os
 b0=[int(x) for x in sys.argv[1].split()]; b1=[int(x) for x in sys.argv[2].split()]; m,s,r,x=sys.argv[3].split()
-print(m, round(100.0*(b1[0]-b0[0])/(b1[1]-b0[1])*os.cpu_count(),1), s, r, x)" "$b0" "$b1" "$out"
+print(m, round(100.0*(b1[0]-b0[0])/(b1[1]-b0[1])*os.cpu_count(),1), s, r, x)" "$b0" "$b1" "$out" | tr -d '\n'
+  echo " $(mb_delta "$tx0" "$(nic_bytes ${P}A tx "${dev_a[@]}")") $(mb_delta "$rx0" "$(nic_bytes ${P}B rx "${dev_b[@]}")")"
 }
 
 echo "== one TCP flow, every mode, cubic and bbr, $REPEAT runs of ${SECS}s (first ${OMIT}s not counted), median; $(nproc) cores, $(uname -r), $(date -u +%F)"
 for set in $LINKSETS; do
   rates=${set//,/ }
   read -r -a r <<<"$rates"
+  dev_a=(); dev_b=(); for i in "${!r[@]}"; do dev_a+=(${P}a$i); dev_b+=(${P}b$i); done
   NET=$NET ADDR=0 "$lab/twohost.sh" up $P "$rates" >/dev/null
   for h in A B; do
     mkdir -p "$work/etc-$h"/if-{pre-up,up,down,post-down}.d
@@ -110,9 +115,9 @@ for set in $LINKSETS; do
           hyb-mptcp) configure "$set" hybrid "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
           mptcp) configure "$set" mptcp "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
         esac
-        read -r m cpu s rcv x <<<"$out"
+        read -r m cpu s rcv x _ <<<"$out"
         res[$cc,$c]+=" $m"; res[$cc,$c,cpu]+=" $cpu"; res[$cc,$c,snd]+=" $s"; res[$cc,$c,rcv]+=" $rcv"; res[$cc,$c,rtx]+=" $x"
-        echo "   ${set} run $rep $cc $c: $out (Mbit/s, machine busy % of a core, sender %, receiver %, retransmits)" >&2
+        echo "   ${set} run $rep $cc $c: $out (Mbit/s, machine busy % of a core, sender %, receiver %, retransmits, MB sent per link by A, MB received per link by B)" >&2
       done
     done
   done

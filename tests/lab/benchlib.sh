@@ -2,6 +2,9 @@
 #   median V...            the median, one decimal
 #   ratio A B              A / B, three decimals
 #   group_options "OPT V;OPT V"   the stanza lines of those group options (empty ones skipped)
+#   nic_bytes NS tx|rx DEV...      the devices' byte counters in namespace NS, space-separated
+#   mb_delta "B0..." "B1..."       per device, what the counters grew by in MB, "/"-separated
+#   share_delta "B0..." "B1..."    per device, its share of that growth in percent, "/"-separated
 #   iperf_flow FROM TO DST CC [WRAP]   one TCP flow of $SECS seconds (the first $OMIT not counted) from
 #                          namespace FROM to a server in namespace TO, the sender's congestion control CC
 #                          (iperf3 -C), both ends started under WRAP (e.g. "mptcpize run"); prints
@@ -13,6 +16,12 @@ _bench_port=$((5400 + RANDOM % 200))
 
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print("%.1f" % statistics.median(v))' "$@"; }
 ratio() { python3 -c "import sys; print('%.3f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
+nic_bytes() {
+  local ns=$1 dir=$2 d; shift 2
+  for d; do ip netns exec "$ns" cat "/sys/class/net/$d/statistics/${dir}_bytes"; done | paste -sd' '
+}
+mb_delta() { python3 -c 'import sys; a, b = sys.argv[1].split(), sys.argv[2].split(); print("/".join("%.1f" % ((int(y) - int(x)) / 1e6) for x, y in zip(a, b)))' "$1" "$2"; }
+share_delta() { python3 -c 'import sys; d = [int(y) - int(x) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())]; print("/".join("%.1f" % (100.0 * v / max(sum(d), 1)) for v in d))' "$1" "$2"; }
 group_options() { local IFS=';' o; for o in $1; do [ -z "$o" ] || printf '    %s\n' "$o"; done; }
 
 iperf_flow() {
