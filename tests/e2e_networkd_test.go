@@ -285,3 +285,34 @@ func TestNetworkdExamples(t *testing.T) {
 		}
 	}
 }
+
+// The networkd lab keeps pids and logs where root writes: a folder that is a symlink or that others can
+// write is refused before anything is written there (a fixed name under a shared /tmp could be planted).
+func TestNetworkdLabStateRefused(t *testing.T) {
+	script := filepath.Join(repoRoot, "tests/lab/networkd-netns.sh")
+	tmp := t.TempDir()
+	victim := filepath.Join(tmp, "victim")
+	must(t, os.Mkdir(victim, 0o700))
+	open := filepath.Join(tmp, "open")
+	must(t, os.Mkdir(open, 0o700))
+	must(t, os.Chmod(open, 0o777))
+	planted := filepath.Join(tmp, "planted")
+	must(t, os.Symlink(victim, planted))
+	// the default folder, planted as a symlink to the victim
+	must(t, os.Symlink(victim, filepath.Join(tmp, fmt.Sprintf("linkagg-networkd-netns.%d", os.Getuid()))))
+	for _, env := range [][]string{
+		{"NETWORKD_NETNS_STATE=" + open},
+		{"NETWORKD_NETNS_STATE=" + planted},
+		{"NETWORKD_NETNS_STATE=", "TMPDIR=" + tmp},
+	} {
+		cmd := exec.Command(script, "start", "lgnone", tmp)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "is not a directory of ours that only we can write") {
+			t.Errorf("%v: %v\n%s", env, err, out)
+		}
+		if ents, _ := os.ReadDir(victim); len(ents) != 0 {
+			t.Errorf("%v: written through the symlink: %v", env, ents)
+		}
+	}
+}
