@@ -9,6 +9,8 @@
 #   packet      mode packet, linkagg's defaults (gso-max-size 16384)
 #   gsoN        mode packet with gso-max-size N (gso65536: the kernel's default, no cap on the striping unit)
 #   X+wlen0     configuration X with `tcp-min-rtt-wlen 0` (a namespace-wide TCP sysctl, off by default)
+#   X@DIR       configuration X made by the binaries in DIR (e.g. CONFIGS="packet packet@/tmp/old": a
+#               before/after of two builds in one run; script and the mptcp configs too)
 #   script      the same state as `packet` made by the ip/nft commands of `linkagg plan` (hand-written way)
 #   hyb-tcp     mode hybrid, a plain TCP flow (striped)
 #   hyb-mptcp   mode hybrid, an MPTCP flow (mptcpize run)
@@ -55,6 +57,13 @@ interfaces() {
   } > "$work/etc-$h/interfaces"
 }
 
+# use_bin DIR: the hooks ifupdown runs are DIR's linkagg-ifupdown from now on
+use_bin() {
+  local h d
+  [ -x "$1/linkagg-ifupdown" ] || { echo "no $1/linkagg-ifupdown" >&2; exit 1; }
+  for h in A B; do for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do ln -sfn "$1/linkagg-ifupdown" "$work/etc-$h/$d/linkagg"; done; done
+}
+
 # configure RATES MODE GSO: both hosts' tun0 taken down and brought up again by ifupdown with the new stanza
 configure() {
   for h in A B; do
@@ -83,10 +92,8 @@ for set in $LINKSETS; do
   read -r -a r <<<"$rates"
   dev_a=(); dev_b=(); for i in "${!r[@]}"; do dev_a+=(${P}a$i); dev_b+=(${P}b$i); done
   NET=$NET ADDR=0 "$lab/twohost.sh" up $P "$rates" >/dev/null
-  for h in A B; do
-    mkdir -p "$work/etc-$h"/if-{pre-up,up,down,post-down}.d
-    for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do ln -sfn "$bin/linkagg-ifupdown" "$work/etc-$h/$d/linkagg"; done
-  done
+  for h in A B; do mkdir -p "$work/etc-$h"/if-{pre-up,up,down,post-down}.d; done
+  use_bin "$bin"
   declare -A res=()
   for rep in $(seq "$REPEAT"); do
     for cc in $CCS; do
@@ -97,15 +104,22 @@ for set in $LINKSETS; do
       for c in $CONFIGS; do
         # a +wlen0 suffix adds `tcp-min-rtt-wlen 0` (the explicit namespace-wide TCP option)
         extra=""
-        case $c in *+wlen0) extra="tcp-min-rtt-wlen 0" ;; esac
-        c0=${c%+wlen0}
+        # an @DIR suffix measures that configuration with the binaries in DIR (another build, same run)
+        cb=${c%%@*} cbin=$bin
+        if [ "$cb" != "$c" ]; then
+          cbin=${c#*@}
+          for h in A B; do "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null 2>&1 || true; done
+          use_bin "$cbin"
+        fi
+        case $cb in *+wlen0) extra="tcp-min-rtt-wlen 0" ;; esac
+        c0=${cb%+wlen0}
         case $c0 in
           packet) configure "$set" packet "$extra"; out=$(flow_cpu $cc) ;;
           gso*) configure "$set" packet "gso-max-size ${c0#gso};$extra"; out=$(flow_cpu $cc) ;;
           script)
             configure "$set" packet "$extra"
             for h in A B; do
-              ip netns exec $P$h "$bin/linkagg" --interfaces "$work/etc-$h/interfaces" --confdir "$work/none" --run-dir "$work/etc-$h/run-linkagg" plan > "$work/plan$h.sh"
+              ip netns exec $P$h "$cbin/linkagg" --interfaces "$work/etc-$h/interfaces" --confdir "$work/none" --run-dir "$work/etc-$h/run-linkagg" plan > "$work/plan$h.sh"
               "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null
               ip netns exec $P$h bash "$work/plan$h.sh" >/dev/null 2>&1
             done
@@ -115,6 +129,10 @@ for set in $LINKSETS; do
           hyb-mptcp) configure "$set" hybrid "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
           mptcp) configure "$set" mptcp "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
         esac
+        if [ "$cb" != "$c" ]; then
+          for h in A B; do "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null 2>&1 || true; done
+          use_bin "$bin"
+        fi
         read -r m cpu s rcv x _ <<<"$out"
         res[$cc,$c]+=" $m"; res[$cc,$c,cpu]+=" $cpu"; res[$cc,$c,snd]+=" $s"; res[$cc,$c,rcv]+=" $rcv"; res[$cc,$c,rtx]+=" $x"
         echo "   ${set} run $rep $cc $c: $out (Mbit/s, machine busy % of a core, sender %, receiver %, retransmits, MB sent per link by A, MB received per link by B)" >&2
