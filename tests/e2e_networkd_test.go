@@ -81,6 +81,12 @@ func (l *Lab) StartNetworkd(h string, net, host int, toml string, dropin bool) *
 		if l.t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(n.state(), ns, "dispatcher.log"))
 			l.t.Logf("dispatcher log of %s (last 3000 bytes):\n%s", ns, tail(string(b), 3000))
+			l.t.Logf("dispatcher process of %s: %s", ns, n.daemonState("dispatcher"))
+			b, _ = os.ReadFile(filepath.Join(n.state(), ns, "networkd.log"))
+			l.t.Logf("networkd log of %s (last 2000 bytes):\n%s", ns, tail(string(b), 2000))
+			if out, err := n.lab("exec", ns, "networkctl", "list", "--no-pager").CombinedOutput(); err == nil {
+				l.t.Logf("networkctl list in %s now:\n%s", ns, out)
+			}
 		}
 		n.lab("stop", ns).Run()
 	})
@@ -89,6 +95,27 @@ func (l *Lab) StartNetworkd(h string, net, host int, toml string, dropin bool) *
 		l.t.Fatalf("starting networkd in %s: %v\n%s", ns, err, out)
 	}
 	return n
+}
+
+// daemonState says whether the lab's daemon (dispatcher, networkd) is alive, where it waits and which
+// children it has (a hook or a networkctl it waits for): what a test that saw no event needs to know.
+func (n *NdHost) daemonState(name string) string {
+	b, err := os.ReadFile(filepath.Join(n.state(), n.l.NS(n.H), name+".pid"))
+	if err != nil {
+		return "no pid file: " + err.Error()
+	}
+	pid := strings.TrimSpace(string(b))
+	wchan, err := os.ReadFile("/proc/" + pid + "/wchan")
+	if err != nil {
+		return "pid " + pid + " is gone"
+	}
+	out := fmt.Sprintf("pid %s alive, waiting in %q", pid, wchan)
+	kids, _ := os.ReadFile("/proc/" + pid + "/task/" + pid + "/children")
+	for _, k := range strings.Fields(string(kids)) {
+		cmd, _ := os.ReadFile("/proc/" + k + "/cmdline")
+		out += fmt.Sprintf("; child %s: %s", k, strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " "))
+	}
+	return out
 }
 
 // state is where tests/lab/networkd-netns.sh keeps this lab's pids and daemon logs: the lab's own folder.
@@ -230,9 +257,17 @@ func TestE2ENetworkd(t *testing.T) {
 		l.In(h, "ip", "link", "set", "tun0", "down")
 	}
 	for _, h := range []string{"A", "B"} {
+		var left string
+		l.t.Cleanup(func() {
+			if t.Failed() && left != "" {
+				t.Logf("%s when the test gave up waiting for its teardown: %s", l.NS(h), left)
+			}
+		})
 		l.Eventually(10*time.Second, "residue after tun0 went down in "+l.NS(h), func() bool {
 			ru, ro, nft := l.ourCounts(h)
-			return ru == 0 && ro == 0 && !nft && !l.Kernel(h).HasLink("tun0")
+			tun := l.Kernel(h).HasLink("tun0")
+			left = fmt.Sprintf("%d rules, %d routes of ours, nft table %v, tun0 %v", ru, ro, nft, tun)
+			return ru == 0 && ro == 0 && !nft && !tun
 		})
 		// the link was made with the namespace's default value; teardown restores it
 		if v, want := l.Sysctl(h, strings.Replace(rp, l.Link("A", 0), l.Link(h, 0), 1)), l.Sysctl(h, "net/ipv4/conf/default/rp_filter"); v != want {
