@@ -184,6 +184,9 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 	if err != nil {
 		return err
 	}
+	if d.TUN.Running && !t.dry && (existed == nil || existed.Attrs().Flags&net.FlagUp == 0) {
+		return ErrStopped
+	}
 	l, err := ensureTUN(t, name)
 	if err != nil {
 		return fmt.Errorf("tun: %w", err)
@@ -213,6 +216,9 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 		}
 		if err := syncGSO(t, l, d.TUN, ours, next); err != nil {
 			return fmt.Errorf("tun: %w", err)
+		}
+		if a.Flags&net.FlagUp == 0 && d.TUN.Running && !t.dry {
+			return ErrStopped // taken down since the check above
 		}
 		if a.Flags&net.FlagUp == 0 {
 			if err := t.do("link", fmt.Sprintf("set %s up", name),

@@ -816,3 +816,68 @@ func TestTCPMinRTTWlen(t *testing.T) {
 	_, err = Down(group("a", 0, 1), DownOptions{Options: e.opts()})
 	e.must(err)
 }
+
+// TestStoppedMeanwhile: a plan made while the TUN was up (an event's snapshot) and applied after the admin
+// took the TUN down or deleted it must not bring it back: Apply answers ErrStopped, writes nothing and
+// leaves the TUN as the admin left it; the group's own down event then takes it down. A plan made while
+// the TUN was down or missing (the group starting) still creates it and sets it up. CI saw the race
+// through networkd: a member's routable hook planned, `ip link set tun0 down` ran, and the hook's apply
+// set tun0 up again, so tun0's off event found it up and kept the group.
+func TestStoppedMeanwhile(t *testing.T) {
+	e := newEnv(t)
+	defer e.close()
+	e.veths(2)
+	d := group("a", 0, 1)
+	_, err := Apply(d, e.opts())
+	e.must(err)
+	running := d
+	running.TUN.Running = true
+	if _, err := Apply(running, e.opts()); err != nil {
+		t.Fatalf("a running group's plan on its running TUN: %v", err)
+	}
+	_, err = Down(d, DownOptions{Options: e.opts(), KeepTUN: true})
+	e.must(err)
+	l, err := linkByName("tun0")
+	e.must(err)
+	e.must(netlink.LinkSetDown(l))
+
+	pre := e.snapshot()
+	fp, _ := os.ReadFile(filepath.Join(e.run, footprintFile(d.Group)))
+	res, err := Apply(running, e.opts())
+	if !errors.Is(err, ErrStopped) {
+		t.Fatalf("TUN down since the plan: Apply = %v, want ErrStopped", err)
+	}
+	if res.Writes != 0 {
+		t.Errorf("TUN down since the plan: %d writes %q", res.Writes, res.Ops)
+	}
+	if post := e.snapshot(); post != pre {
+		t.Fatalf("TUN down since the plan: the kernel changed:\n%s", diffLines(pre, post))
+	}
+	if l, _ := linkByName("tun0"); l == nil || l.Attrs().Flags&net.FlagUp != 0 {
+		t.Fatalf("TUN down since the plan: tun0 is up again or gone")
+	}
+	if after, _ := os.ReadFile(filepath.Join(e.run, footprintFile(d.Group))); string(after) != string(fp) {
+		t.Errorf("TUN down since the plan: footprint changed from %q to %q", fp, after)
+	}
+
+	e.must(netlink.LinkDel(l))
+	if _, err := Apply(running, e.opts()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("TUN deleted since the plan: Apply = %v, want ErrStopped", err)
+	}
+	if l, _ := linkByName("tun0"); l != nil {
+		t.Fatalf("TUN deleted since the plan: Apply created it again")
+	}
+	if routes, rules := ownedObjects(t); len(routes)+len(rules) != 0 {
+		t.Errorf("TUN deleted since the plan: routes %q rules %q", routes, rules)
+	}
+
+	// the group starting: its plan saw no TUN, so Apply creates it and sets it up
+	if _, err := Apply(d, e.opts()); err != nil {
+		t.Fatalf("starting plan: %v", err)
+	}
+	if l, _ := linkByName("tun0"); l == nil || l.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatalf("starting plan: tun0 missing or down")
+	}
+	_, err = Down(d, DownOptions{Options: e.opts()})
+	e.must(err)
+}

@@ -39,6 +39,11 @@ type Result struct {
 // ErrInjected is the error of the write a test selected to fail.
 var ErrInjected = errors.New("injected failure")
 
+// ErrStopped is Apply's answer to a plan made while the group's TUN was up (plan.TUN.Running) when the TUN
+// is down or gone by the time it applies: the group was stopped meanwhile, and setting the TUN up again
+// would undo that stop. Nothing of the run stays; the group's own down event takes it down.
+var ErrStopped = errors.New("the TUN went down or away after the plan was made: the group was stopped meanwhile, nothing applied")
+
 // txn counts one run's kernel writes and remembers how to undo them.
 type txn struct {
 	s      *Session

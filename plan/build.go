@@ -30,7 +30,7 @@ func Build(in Input) (Desired, error) {
 		Group:  g.ID(),
 		Family: g.Family,
 		Mode:   mode,
-		TUN:    TUN{Name: g.Iface, MTU: g.MTU, GSOMaxSize: gsoMaxSize(g, mode)},
+		TUN:    TUN{Name: g.Iface, MTU: g.MTU, GSOMaxSize: gsoMaxSize(g, mode), Running: Running(in.Links, g.Iface)},
 		VIP:    netip.PrefixFrom(g.VIP, bits),
 	}
 	if err := CheckHost(g, in.Links); err != nil {

@@ -80,6 +80,12 @@ type TUN struct {
 	// its largest GSO burst, from the TUN before our output hook re-routes it to a member NIC: this caps
 	// the unit that one mark sends down one link (plan/build.go DefaultGSOMaxSize).
 	GSOMaxSize int `json:",omitempty"`
+	// Running says the TUN existed and was up in the snapshot this plan was made from: the group runs, and
+	// applying the plan converges it. Apply then never creates the TUN or sets it up: finding it down or
+	// gone means the group was stopped after the snapshot (ifdown, `networkctl down`, `ip link set down`
+	// racing this event), and its own down event takes it down. false: the plan starts the group, and
+	// Apply creates the TUN or sets it up.
+	Running bool `json:",omitempty"`
 }
 
 // Route is one route we own. Gateway is invalid for a device route (the fakenet route via the TUN).

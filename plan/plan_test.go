@@ -305,3 +305,34 @@ func TestCheckHost(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildTUNRunning: the plan records whether the snapshot saw the group's TUN up (the group runs, and
+// apply must not bring a TUN stopped since back) or down or missing (the plan starts it).
+func TestBuildTUNRunning(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tun  *Local
+		want bool
+	}{
+		{"up", &Local{Name: "tun0", Up: true}, true},
+		{"down", &Local{Name: "tun0"}, false},
+		{"missing", nil, false},
+	} {
+		var links []Local
+		for _, l := range seedLinks() {
+			if l.Name != "tun0" {
+				links = append(links, l)
+			}
+		}
+		if tc.tun != nil {
+			links = append(links, *tc.tun)
+		}
+		d, err := Build(Input{Group: seedGroup(), Links: links})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if d.TUN.Running != tc.want {
+			t.Errorf("TUN %s in the snapshot: Running = %v, want %v", tc.name, d.TUN.Running, tc.want)
+		}
+	}
+}

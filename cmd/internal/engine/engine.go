@@ -195,6 +195,11 @@ func (ev *Event) Up(groups []*parser.Group, exclude []string) error {
 		}
 		ev.e.doing("applying %s", g.ID())
 		res, err := ev.S.Apply(d)
+		if errors.Is(err, apply.ErrStopped) {
+			// an event planned while the TUN was up, applied after the admin took it down: the stop wins
+			ev.e.Log.Infof("%s: %s stopped while this event was planned; leaving it to its down event", g.ID(), g.Iface)
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %s: %w", conflictPos(g, err), g.ID(), err))
 			continue
