@@ -217,10 +217,10 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 		if err := syncGSO(t, l, d.TUN, ours, next); err != nil {
 			return fmt.Errorf("tun: %w", err)
 		}
-		if a.Flags&net.FlagUp == 0 && d.TUN.Running && !t.dry {
-			return ErrStopped // taken down since the check above
-		}
 		if a.Flags&net.FlagUp == 0 {
+			if d.TUN.Running && !t.dry {
+				return ErrStopped // taken down since the check above
+			}
 			if err := t.do("link", fmt.Sprintf("set %s up", name),
 				func() error { return s.nl.LinkSetUp(l) },
 				func() error { return s.nl.LinkSetDown(l) }); err != nil {
