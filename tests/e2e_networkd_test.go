@@ -148,12 +148,7 @@ func (n *NdHost) RemoveHook() {
 // Networkctl runs networkctl against this host's networkd.
 func (n *NdHost) Networkctl(args ...string) string {
 	n.l.t.Helper()
-	c := n.lab(append([]string{"exec", n.l.NS(n.H), "networkctl"}, args...)...)
-	out, err := c.CombinedOutput()
-	if err != nil {
-		n.l.t.Fatalf("%s: %v\n%s", strings.Join(c.Args, " "), err, out)
-	}
-	return string(out)
+	return runCmd(n.l.t, n.lab(append([]string{"exec", n.l.NS(n.H), "networkctl"}, args...)...))
 }
 
 func must(t *testing.T, err error) {

@@ -68,9 +68,16 @@ func needRoot(t *testing.T) {
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	return runCmd(t, exec.Command(name, args...))
+}
+
+// runCmd runs c (for a command that needs its own environment) and returns its combined output; on
+// failure the test stops with the command line and the output.
+func runCmd(t *testing.T, c *exec.Cmd) string {
+	t.Helper()
+	out, err := c.CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatalf("%s: %v\n%s", strings.Join(c.Args, " "), err, out)
 	}
 	return string(out)
 }
