@@ -57,11 +57,15 @@ interfaces() {
   } > "$work/etc-$h/interfaces"
 }
 
-# use_bin DIR: the hooks ifupdown runs are DIR's linkagg-ifupdown from now on
+# use_bin DIR: the hooks ifupdown runs are DIR's linkagg-ifupdown from now on; tun0 goes down first, by the
+# hooks that brought it up
 use_bin() {
   local h d
   [ -x "$1/linkagg-ifupdown" ] || { echo "no $1/linkagg-ifupdown" >&2; exit 1; }
-  for h in A B; do for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do ln -sfn "$1/linkagg-ifupdown" "$work/etc-$h/$d/linkagg"; done; done
+  for h in A B; do
+    "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null 2>&1 || true
+    for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do ln -sfn "$1/linkagg-ifupdown" "$work/etc-$h/$d/linkagg"; done
+  done
 }
 
 # configure RATES MODE GSO: both hosts' tun0 taken down and brought up again by ifupdown with the new stanza
@@ -108,7 +112,6 @@ for set in $LINKSETS; do
         cb=${c%%@*} cbin=$bin
         if [ "$cb" != "$c" ]; then
           cbin=${c#*@}
-          for h in A B; do "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null 2>&1 || true; done
           use_bin "$cbin"
         fi
         case $cb in *+wlen0) extra="tcp-min-rtt-wlen 0" ;; esac
@@ -129,10 +132,7 @@ for set in $LINKSETS; do
           hyb-mptcp) configure "$set" hybrid "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
           mptcp) configure "$set" mptcp "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
         esac
-        if [ "$cb" != "$c" ]; then
-          for h in A B; do "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null 2>&1 || true; done
-          use_bin "$bin"
-        fi
+        [ "$cb" = "$c" ] || use_bin "$bin"
         read -r m cpu s rcv x _ <<<"$out"
         res[$cc,$c]+=" $m"; res[$cc,$c,cpu]+=" $cpu"; res[$cc,$c,snd]+=" $s"; res[$cc,$c,rcv]+=" $rcv"; res[$cc,$c,rtx]+=" $x"
         echo "   ${set} run $rep $cc $c: $out (Mbit/s, machine busy % of a core, sender %, receiver %, retransmits, MB sent per link by A, MB received per link by B)" >&2
