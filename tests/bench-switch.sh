@@ -73,15 +73,16 @@ bench() {
       port=$((port + 1)); a1=$(flow A B "$(addr "$mode" 2 1)" $cc eth1)
       n0+=("$a0"); n1+=("$a1"); sum+=("$(python3 -c "print($a0 + $a1)")")
       # one flow each way, with the bytes per NIC at both ends
-      local f from to dst tx0 rx0
+      local f from to dst tx0 rx0 tx1 rx1
       for f in "A B 10.99.255.20" "B A 10.99.255.10"; do
         read -r from to dst <<<"$f"
         tx0=$(nic_bytes $P$from tx eth0 eth1); rx0=$(nic_bytes $P$to rx eth0 eth1)
         port=$((port + 1)); m=$(flow $from $to $dst $cc)
-        split[$from,tx]+=" $(share_delta "$tx0" "$(nic_bytes $P$from tx eth0 eth1)" | cut -d/ -f1)"
-        split[$to,rx]+=" $(share_delta "$rx0" "$(nic_bytes $P$to rx eth0 eth1)" | cut -d/ -f1)"
+        tx1=$(nic_bytes $P$from tx eth0 eth1); rx1=$(nic_bytes $P$to rx eth0 eth1)
+        split[$from,tx]+=" $(share_delta "$tx0" "$tx1" | cut -d/ -f1)"
+        split[$to,rx]+=" $(share_delta "$rx0" "$rx1" | cut -d/ -f1)"
         if [ $from = A ]; then ab+=("$m"); else ba+=("$m"); fi
-        echo "   run $rep $cc: $from->$to $m Mbit/s, $from sent $(mb_delta "$tx0" "$(nic_bytes $P$from tx eth0 eth1)") MB on eth0/eth1, $to received $(mb_delta "$rx0" "$(nic_bytes $P$to rx eth0 eth1)") MB" >&2
+        echo "   run $rep $cc: $from->$to $m Mbit/s, $from sent $(mb_delta "$tx0" "$tx1") MB on eth0/eth1, $to received $(mb_delta "$rx0" "$rx1") MB" >&2
       done
       # two flows at once, each in the background, their total
       port=$((port + 1)); flow A B 10.99.255.20 $cc > "$work/f1" & local p1=$!
