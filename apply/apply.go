@@ -467,6 +467,7 @@ type TUNStatus struct {
 	Up      bool // administratively
 	Carrier bool // a process holds the device (oper up)
 	MTU     int
+	GSO     int // gso_max_size
 }
 
 // Kind counts one kind of object: desired, present of those desired, and owned but not desired.
@@ -489,7 +490,7 @@ func (s *Session) Status(d plan.Desired) (Report, error) {
 	if l != nil {
 		a := l.Attrs()
 		r.TUN = TUNStatus{Name: a.Name, Exists: true, IsTun: isTun(l), Ours: a.Alias == plan.LinkAlias,
-			Up: a.Flags&net.FlagUp != 0, Carrier: a.OperState == netlink.OperUp, MTU: a.MTU}
+			Up: a.Flags&net.FlagUp != 0, Carrier: a.OperState == netlink.OperUp, MTU: a.MTU, GSO: int(a.GSOMaxSize)}
 	}
 	fp, err := s.loadFootprint(d.Group)
 	if err != nil {
@@ -537,7 +538,7 @@ func (r Report) String() string {
 	case !r.TUN.Exists:
 		b.WriteString(" missing")
 	default:
-		fmt.Fprintf(&b, " up=%v carrier=%v ours=%v mtu=%d", r.TUN.Up, r.TUN.Carrier, r.TUN.Ours, r.TUN.MTU)
+		fmt.Fprintf(&b, " up=%v carrier=%v ours=%v mtu=%d gso_max_size=%d", r.TUN.Up, r.TUN.Carrier, r.TUN.Ours, r.TUN.MTU, r.TUN.GSO)
 	}
 	b.WriteString("\n")
 	for _, k := range r.Kinds {

@@ -44,6 +44,12 @@ func (s *Session) Links() ([]plan.Local, error) {
 			Up:      a.Flags&net.FlagUp != 0,
 			Carrier: a.Flags&net.FlagUp != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown),
 		}
+		if k := l.Type(); k != "device" {
+			loc.Kind = k
+		}
+		if loc.Carrier && a.Name != "lo" {
+			loc.Speed = linkSpeed(a.Name)
+		}
 		addrs, err := s.addrList(l, netlink.FAMILY_ALL)
 		if err != nil {
 			return nil, fmt.Errorf("listing addresses of %s: %w", a.Name, err)

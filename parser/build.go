@@ -48,6 +48,7 @@ const (
 	optARP      = "arp-isolation"
 	optGSO      = "gso-max-size"
 	optMinRTT   = "tcp-min-rtt-wlen"
+	optSpeed    = "speed"
 	optFamily   = "family" // TOML only: a stanza says it in its iface line
 )
 
@@ -60,7 +61,7 @@ var ownership = []string{optFakenet, optTable, optRspec}
 var ourOptions = map[string]bool{
 	optAddress: true, optNetmask: true, optMTU: true, optFakenet: true, optTable: true, optRspec: true,
 	optWeight: true, optMode: true, optFwmark: true, optMarkMask: true, optPriority: true, optARP: true,
-	optGSO: true, optMinRTT: true,
+	optGSO: true, optMinRTT: true, optSpeed: true,
 }
 
 // The caps on paths and fakenets keep the pairwise checks cheap; real groups are far below them (a path
@@ -221,10 +222,15 @@ func build(r *rawGroup) (Group, error) {
 			}
 			g.Weights = append(g.Weights, int(n))
 		}
-	} else {
-		g.Weights = make([]int, len(g.Tables))
-		for i := range g.Weights {
-			g.Weights[i] = 1
+	}
+
+	if o, ok := r.get(optSpeed); ok {
+		for _, w := range o.words {
+			n, err := parseSpeed(w.s)
+			if err != nil {
+				return g, errAt(w.pos, "speed %q: %v", w.s, err)
+			}
+			g.Speeds = append(g.Speeds, n)
 		}
 	}
 
@@ -417,6 +423,27 @@ func parseFakenet(s string, fam Family) (netip.Prefix, error) {
 		return netip.Prefix{}, errors.New(msg)
 	}
 	return p, nil
+}
+
+// parseSpeed reads a path's speed in Mbit/s: a number of Mbit/s as ethtool prints it ("1000"), with an M or
+// G suffix ("100M", "2.5G", "10G"), or "auto" (0: what the path's NIC reports).
+func parseSpeed(s string) (int, error) {
+	if s == "auto" {
+		return 0, nil
+	}
+	num, scale := s, 1.0
+	switch {
+	case strings.HasSuffix(s, "G"):
+		num, scale = s[:len(s)-1], 1000
+	case strings.HasSuffix(s, "M"):
+		num = s[:len(s)-1]
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	mbit := v * scale
+	if err != nil || num == "" || strings.ContainsAny(num, "+-eExXpP_") || mbit != float64(int(mbit)) || mbit < 1 || mbit > MaxSpeed {
+		return 0, fmt.Errorf("expected Mbit/s 1..%d (1000, 100M, 2.5G, 10G) or auto", MaxSpeed)
+	}
+	return int(mbit), nil
 }
 
 // parseMark reads decimal or 0x-hex, nothing else: ParseUint's base 0 would also take 0o/0b and "_".

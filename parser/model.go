@@ -72,6 +72,9 @@ const (
 	MaxGSOMaxSize = 65536
 )
 
+// MaxSpeed is the highest `speed`, in Mbit/s (1.6 Tbit/s, above every Ethernet rate there is).
+const MaxSpeed = 1600000
+
 // Group is one aggregation group: a TUN device holding a virtual address (VIP) whose traffic to the
 // fakenet prefixes is spread over several paths, one routing table per path.
 type Group struct {
@@ -88,10 +91,15 @@ type Group struct {
 	// FakenetPos is where each fakenet was written (len == len(Fakenets); nil for a hand-built group)
 	FakenetPos []Pos
 
-	// Per path, len == len(Tables).
+	// Per path, len == len(Tables). Weights is nil when the group gives none: the planner derives them from
+	// the paths' speeds, or makes them equal (plan/speed.go).
 	Weights []int
-	Marks   []uint32 // the mark value of each path, inside MarkMask
-	Own     []netip.Addr
+	// Speeds (`speed`) is each path's speed in Mbit/s, 0 for "what its NIC reports" (auto); nil when not
+	// written: every path's speed is what its NIC reports. For links that report none or a made-up one
+	// (veth, VLANs over unknown uplinks, tunnels).
+	Speeds []int
+	Marks  []uint32 // the mark value of each path, inside MarkMask
+	Own    []netip.Addr
 
 	MarkMask     uint32
 	RulePriority int
@@ -99,7 +107,7 @@ type Group struct {
 	// are set so that each NIC answers ARP only for its own addresses (plan/build.go memberSysctls).
 	KeepARP bool
 	// GSOMaxSize (`gso-max-size`) caps the size of the TCP segment bursts sockets to the fakenet hand down
-	// (the TUN's gso_max_size); 0: the planner's default (plan.DefaultGSOMaxSize).
+	// (the TUN's gso_max_size); 0: the planner's choice, from the paths' speeds (plan/speed.go).
 	GSOMaxSize int
 	// TCPMinRTTWlen (`tcp-min-rtt-wlen SECONDS`, nil: leave alone) sets net.ipv4.tcp_min_rtt_wlen of the
 	// network namespace while the group runs: a namespace-wide TCP knob, so only when the admin asks.

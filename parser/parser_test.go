@@ -3,6 +3,7 @@ package parser
 import (
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -59,7 +60,6 @@ func seedGroup() Group {
 		VIP: netip.MustParseAddr("10.99.255.10"), MTU: 9000,
 		Fakenets: []netip.Prefix{netip.MustParsePrefix("10.99.255.0/24")},
 		Tables:   []int{10000, 10001, 10002, 10003},
-		Weights:  []int{1, 1, 1, 1},
 		Marks:    []uint32{0x10000000, 0x11000000, 0x12000000, 0x13000000},
 		Own:      addrs("10.99.0.10", "10.99.1.10", "10.99.2.10", "10.3.23.10"),
 		MarkMask: 0xff000000, RulePriority: 1000, Mode: ModePacket,
@@ -133,7 +133,7 @@ func TestGoodStanzas(t *testing.T) {
 		Iface: "tun0", Family: Inet6, Source: "interfaces", Method: "static",
 		VIP:      netip.MustParseAddr("fd99::10"),
 		Fakenets: []netip.Prefix{netip.MustParsePrefix("fd99::/64")},
-		Tables:   []int{20000, 20001}, Weights: []int{1, 1}, Marks: []uint32{0x20000000, 0x21000000},
+		Tables:   []int{20000, 20001}, Marks: []uint32{0x20000000, 0x21000000},
 		Own:      addrs("fd00:1::10", "fd00:2::10"),
 		MarkMask: DefaultMarkMask, RulePriority: DefaultRulePriority, Mode: ModePacket,
 		Peers: []Peer{{VIP: netip.MustParseAddr("fd99::20"), Gateways: addrs("fd00:1::20", "fd00:2::20")}},
@@ -499,5 +499,46 @@ func TestTCPMinRTTWlen(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "tcp-min-rtt-wlen 300 differs from 0 of group tun0") {
 		t.Errorf("two values: %v", err)
+	}
+}
+
+// speed: per path Mbit/s (with M or G) or auto; nil when not written; bad values and a count other than
+// the table's are one error line at file:line; TOML takes integers and strings.
+func TestSpeed(t *testing.T) {
+	for in, want := range map[string][]int{
+		"1000 100":     {1000, 100},
+		"1G 2.5G":      {1000, 2500},
+		"100M auto":    {100, 0},
+		"10G 1600000":  {10000, 1600000},
+		"auto auto":    {0, 0},
+		"0.1G 25G":     {100, 25000},
+		"1000M 400000": {1000, 400000},
+	} {
+		g, err := parseOne(t, base+"    speed "+in+"\n")
+		if err != nil || !slices.Equal(g.Speeds, want) {
+			t.Errorf("speed %s: %v %v, want %v", in, err, g.Speeds, want)
+		}
+	}
+	if g, err := parseOne(t, base); err != nil || g.Speeds != nil || g.Weights != nil {
+		t.Errorf("default: %v speeds %v weights %v, want both nil", err, g.Speeds, g.Weights)
+	}
+	for _, v := range []string{"0", "-1", "1.5", "1e3", "G", "1T", "0x10", "+5", "1600001", "fast", "1_000"} {
+		_, err := parseOne(t, base+"    speed "+v+" 1000\n")
+		if want := `interfaces:8: speed "` + v + `": expected Mbit/s 1..1600000 (1000, 100M, 2.5G, 10G) or auto`; err == nil || err.Error() != want {
+			t.Errorf("speed %s: %v, want %s", v, err, want)
+		}
+	}
+	if _, err := parseOne(t, base+"    speed 1000\n"); err == nil || err.Error() != "interfaces:8: speed has 1 value but table has 2" {
+		t.Errorf("one value for two paths: %v", err)
+	}
+	if _, err := parseOne(t, base+"    speeds 1000 1000\n"); err == nil || err.Error() != `interfaces:8: unknown option "speeds": did you mean "speed"?` {
+		t.Errorf("misspelled: %v", err)
+	}
+	gs, err := ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000, 10001]\nspeed = [1000, \"10G\"]\nrspec = [\"10.99.255.10:10.99.0.10:10.99.1.10\"]\n"))
+	if err != nil || len(gs) != 1 || !slices.Equal(gs[0].Speeds, []int{1000, 10000}) {
+		t.Errorf("TOML speed = [1000, \"10G\"]: %v %+v", err, gs)
+	}
+	if _, err := ParseTOML("a.toml", []byte("[tun0]\naddress = \"10.99.255.10\"\nfakenet = [\"10.99.255.0/24\"]\ntable = [10000]\nspeed = [\"fast\"]\nrspec = [\"10.99.255.10:10.99.0.10\"]\n")); err == nil || !strings.HasPrefix(err.Error(), `a.toml:5 (tun0.speed[0]): speed "fast": expected`) {
+		t.Errorf("TOML bad speed: %v", err)
 	}
 }

@@ -319,7 +319,7 @@ func strayOption(name string, p Pos) error {
 	}
 	norm := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
 	for _, cand := range []string{norm, strings.TrimSuffix(norm, "s"), strings.ReplaceAll(norm, "-", "")} {
-		for _, o := range []string{optFakenet, optTable, optRspec, optWeight, optMode, optFwmark, optMarkMask, optPriority, optARP, optGSO, optMinRTT} {
+		for _, o := range []string{optFakenet, optTable, optRspec, optWeight, optMode, optFwmark, optMarkMask, optPriority, optARP, optGSO, optMinRTT, optSpeed} {
 			if cand == o || cand == strings.ReplaceAll(o, "-", "") {
 				return errAt(p, "unknown option %q: did you mean %q?", name, o)
 			}

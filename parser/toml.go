@@ -27,9 +27,10 @@ var tomlKeys = map[string]tomlKind{
 	optFamily: kString, optAddress: kString, optMTU: kInt, optFakenet: kStrings, optTable: kInts,
 	optRspec: kStrings, optWeight: kInts, optMode: kString, optFwmark: kIntsOrStrings,
 	optMarkMask: kIntOrString, optPriority: kInt, optARP: kString, optGSO: kInt, optMinRTT: kInt,
+	optSpeed: kIntsOrStrings,
 }
 
-var tomlKeyList = "family, address, mtu, fakenet, table, rspec, weight, mode, fwmark, fwmark-mask, rule-priority, arp-isolation, gso-max-size, tcp-min-rtt-wlen"
+var tomlKeyList = "family, address, mtu, fakenet, table, rspec, weight, mode, fwmark, fwmark-mask, rule-priority, arp-isolation, gso-max-size, tcp-min-rtt-wlen, speed"
 
 // ParseTOML reads the groups of one TOML drop-in: each top-level table is a group named by its iface.
 // Unknown keys are errors (unlike stanzas, nobody else writes into these files).

@@ -317,12 +317,21 @@ func validateGroup(g *Group) error {
 		}
 	}
 
-	if len(g.Weights) != n {
+	if g.Weights != nil && len(g.Weights) != n {
 		return errAt(g.optPos(optWeight), "weight has %s but table has %d", values(len(g.Weights)), n)
 	}
 	for _, w := range g.Weights {
 		if w < 1 || w > maxWeight {
 			return errAt(g.optPos(optWeight), "weight %d: expected a positive integer 1..%d", w, maxWeight)
+		}
+	}
+
+	if g.Speeds != nil && len(g.Speeds) != n {
+		return errAt(g.optPos(optSpeed), "speed has %s but table has %d", values(len(g.Speeds)), n)
+	}
+	for _, s := range g.Speeds {
+		if s < 0 || s > MaxSpeed {
+			return errAt(g.optPos(optSpeed), "speed %d: expected Mbit/s 1..%d or auto", s, MaxSpeed)
 		}
 	}
 
@@ -350,7 +359,16 @@ func validateGroup(g *Group) error {
 		if len(g.Peers) > MaxPeers {
 			return errAt(g.optPos(optRspec), "rspec has %d peers: at most %d fit the nftables map of peers that lost a path", len(g.Peers), MaxPeers)
 		}
-		if k, max := SequenceLength(g.Weights), MaxSequenceFor(n, len(g.Fakenets), len(g.Peers)); k > max {
+		// without weights the planner derives them from the speeds, within the limit, down to one entry per
+		// path (plan/speed.go)
+		w := g.Weights
+		if w == nil {
+			w = make([]int, n)
+			for i := range w {
+				w[i] = 1
+			}
+		}
+		if k, max := SequenceLength(w), MaxSequenceFor(n, len(g.Fakenets), len(g.Peers)); k > max {
 			return errAt(g.optPos(optWeight), "weights reduce to a sequence of %d entries; at most %d fit in one nftables transaction (%s, %s, %s): expected smaller weights (the sequence is their sum divided by their greatest common divisor) or fewer fakenets (each holds its own copy)", k, max, plural(len(g.Fakenets), "fakenet"), plural(n, "path"), plural(len(g.Peers), "peer"))
 		}
 	}

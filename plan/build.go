@@ -30,7 +30,7 @@ func Build(in Input) (Desired, error) {
 		Group:  g.ID(),
 		Family: g.Family,
 		Mode:   mode,
-		TUN:    TUN{Name: g.Iface, MTU: g.MTU, GSOMaxSize: gsoMaxSize(g, mode), Running: Running(in.Links, g.Iface)},
+		TUN:    TUN{Name: g.Iface, MTU: g.MTU, Running: Running(in.Links, g.Iface)},
 		VIP:    netip.PrefixFrom(g.VIP, bits),
 	}
 	if err := CheckHost(g, in.Links); err != nil {
@@ -44,9 +44,12 @@ func Build(in Input) (Desired, error) {
 	}
 
 	var active []int
+	speeds := make([]PathSpeed, len(g.Tables))
 	for i, table := range g.Tables {
-		p := Path{Index: i, Table: table, Weight: g.Weights[i], Mark: g.Marks[i], Own: g.Own[i], State: PathPending}
+		p := Path{Index: i, Table: table, Mark: g.Marks[i], Own: g.Own[i], State: PathPending}
 		l := Holder(present, g.Own[i])
+		speeds[i] = speedOf(g, i, l)
+		p.Speed = speeds[i].Mbit
 		switch down, isDown := in.Health.LinkDown(linkName(l)); {
 		case l == nil:
 			p.Reason = fmt.Sprintf("address %s is on no link that is up", g.Own[i])
@@ -59,6 +62,7 @@ func Build(in Input) (Desired, error) {
 		}
 		d.Paths = append(d.Paths, p)
 	}
+	tune(g, &d, speeds, active)
 
 	// per peer, the active paths it can use: those whose gateway of its is on a subnet of a usable link and
 	// answers the watcher's probes (a peer's NIC can die behind a switch while our carrier stays up)
@@ -120,23 +124,6 @@ func Build(in Input) (Desired, error) {
 	return d, nil
 }
 
-// DefaultGSOMaxSize is the TUN's gso_max_size in the modes that stripe packets (see TUN.GSOMaxSize). TCP
-// hands the output hook bursts of up to gso_max_size bytes, each marked as one unit, so a flow's bytes go
-// to the links in units of that size; links that deliver units at different times reorder the flow by up
-// to a unit's serialization time, far beyond what TCP's RACK tolerates on a LAN. Smaller units interleave
-// the links finely; the value is the measured optimum of make bench (README, Benchmarks).
-const DefaultGSOMaxSize = 16384
-
-func gsoMaxSize(g parser.Group, mode parser.Mode) int {
-	if mode == parser.ModeMPTCP {
-		return 0 // subflows take their routes from the member NICs, never from the TUN
-	}
-	if g.GSOMaxSize != 0 {
-		return g.GSOMaxSize
-	}
-	return DefaultGSOMaxSize
-}
-
 // upLinks drops links that are down or being taken down, and the group's own TUN.
 func upLinks(in Input) []Local {
 	var out []Local
@@ -181,6 +168,11 @@ func (d *Desired) marks(idx []int) []uint32 {
 	weights := make([]int, len(idx))
 	for k, i := range idx {
 		weights[k] = d.Paths[i].Weight
+	}
+	if sum(weights) == 0 { // only paths too slow for a share of the group's sequence: they share it equally
+		for k := range weights {
+			weights[k] = 1
+		}
 	}
 	var out []uint32
 	for _, k := range Sequence(weights) {

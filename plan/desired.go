@@ -33,6 +33,10 @@ type Local struct {
 	Up      bool
 	Carrier bool           // up with carrier (oper up or unknown): read by package health, not by Build
 	Addrs   []netip.Prefix // addresses with their prefix length, both families
+	// Speed is what the driver reports (ethtool), in Mbit/s; 0 when it reports none. Kind is the rtnetlink
+	// link kind ("veth", "vlan", ...; empty for a plain NIC): some kinds report a made-up speed.
+	Speed int    `json:",omitempty"`
+	Kind  string `json:",omitempty"`
 }
 
 // Input is what Build needs: the group and the host's links. Exclude names links that are going away
@@ -60,7 +64,8 @@ const (
 type Path struct {
 	Index  int // 0-based position in the table list
 	Table  int
-	Weight int
+	Weight int // the group's weight, or derived from the speeds (Desired.Tuning); 0: not known yet
+	Speed  int // Mbit/s: the group's `speed` or the NIC's; 0 when unknown (plan/speed.go)
 	Mark   uint32
 	Own    netip.Addr // our address on this path
 	Dev    string     // the local link holding Own; empty when pending
@@ -78,7 +83,7 @@ type TUN struct {
 	MTU  int // 0: leave alone
 	// GSOMaxSize is the TUN's gso_max_size (0: leave alone). A socket to the fakenet takes its route, and so
 	// its largest GSO burst, from the TUN before our output hook re-routes it to a member NIC: this caps
-	// the unit that one mark sends down one link (plan/build.go DefaultGSOMaxSize).
+	// the unit that one mark sends down one link (plan/speed.go).
 	GSOMaxSize int `json:",omitempty"`
 	// Running says the TUN existed and was up in the snapshot this plan was made from: the group runs, and
 	// applying the plan converges it. Apply then never creates the TUN or sets it up: finding it down or
@@ -194,6 +199,8 @@ type Desired struct {
 	PeersOut []PeerOut `json:",omitempty"`
 	// Transparent (mode mptcp or hybrid with mptcp-transparent): which TCP sockets a BPF program makes MPTCP.
 	Transparent *Transparent `json:",omitempty"`
+	// Tuning says where the weights and the TUN's unit came from (plan/speed.go).
+	Tuning Tuning
 }
 
 // PeerOut is one active path that one peer cannot use.

@@ -175,6 +175,8 @@ func TestBuildGolden(t *testing.T) {
 		health  Health
 	}{
 		{"seed-all-up", seedGroup(), seedLinks(), nil, Health{}},
+		// no weight, no gso-max-size: both from the NICs' speeds (ethtool)
+		{"seed-speeds-unequal", speedGroup(nil, nil), speedLinks([]int{1000, 1000, 100, 250}, ""), nil, Health{}},
 		{"seed-weighted", weighted, seedLinks(), nil, Health{}},
 		// eth1 has no address yet (boot order): path 2 is pending, the rest work
 		{"seed-eth1-pending", seedGroup(), withoutAddrs(seedLinks(), "eth1"), nil, Health{}},

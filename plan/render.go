@@ -29,6 +29,10 @@ func (d Desired) Commands() []string {
 			add("#   path %d table %d weight %d mark %#x: %s on %s, %s since %s (%s)", p.Index+1, p.Table, p.Weight, p.Mark, p.Own, p.Dev, p.State, p.Since.UTC().Format(time.RFC3339), p.Reason)
 		}
 	}
+	add("#   weights: %s", d.Tuning.Weights)
+	if d.Tuning.Unit != "" {
+		add("#   unit: gso_max_size %d: %s", d.TUN.GSOMaxSize, d.Tuning.Unit)
+	}
 	for _, o := range d.PeersOut {
 		if o.State == PathPending {
 			add("#   peer %s: path %d out (%s)", o.Peer, o.Path+1, o.Reason)

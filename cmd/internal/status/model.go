@@ -51,7 +51,16 @@ type Group struct {
 	MPTCP     *MPTCP    `json:"mptcp,omitempty"`
 	// Transparent is mptcp-transparent's BPF program, when configured or still pinned
 	Transparent *Transparent `json:"mptcp_transparent,omitempty"`
+	Tuning      Tuning       `json:"tuning"`
 	report      string       // apply's read-back as text (the objects and TUN lines of the text view)
+}
+
+// Tuning is what the planner chose where the group left it open: the weights and the TUN's striping unit
+// (gso_max_size; 0 in mode mptcp, which leaves it alone), and why (plan/speed.go).
+type Tuning struct {
+	Weights    string `json:"weights"`
+	GSOMaxSize int    `json:"gso_max_size,omitempty"`
+	Unit       string `json:"unit,omitempty"`
 }
 
 // Transparent is the group's mptcp-transparent program as planned and as found in the kernel.
@@ -80,9 +89,10 @@ type Path struct {
 	Table   int        `json:"table"`
 	Mark    string     `json:"mark"` // 0x10000000
 	Weight  int        `json:"weight"`
-	Address string     `json:"address"`        // our address on this path
-	Link    string     `json:"link,omitempty"` // the member NIC holding it
-	State   string     `json:"state"`          // up, pending, no-carrier, probe-failed
+	Speed   int        `json:"speed_mbit,omitempty"` // the speed the weights and unit come from; 0: unknown
+	Address string     `json:"address"`              // our address on this path
+	Link    string     `json:"link,omitempty"`       // the member NIC holding it
+	State   string     `json:"state"`                // up, pending, no-carrier, probe-failed
 	Since   *time.Time `json:"since,omitempty"`
 	Reason  string     `json:"reason,omitempty"`
 	// Carrier of the member NIC; a path can be up without it on an ifupdown host without a watcher.
@@ -189,7 +199,8 @@ func gatherGroup(ev *engine.Event, g *parser.Group, hf health.File, hh plan.Heal
 	if err != nil {
 		return Group{}, err
 	}
-	grp := Group{Group: g.ID(), Iface: g.Iface, Family: g.Family.String(), Mode: string(d.Mode), Running: ev.Running(g)}
+	grp := Group{Group: g.ID(), Iface: g.Iface, Family: g.Family.String(), Mode: string(d.Mode), Running: ev.Running(g),
+		Tuning: Tuning{Weights: d.Tuning.Weights, GSOMaxSize: d.TUN.GSOMaxSize, Unit: d.Tuning.Unit}}
 	var ctr map[uint32]apply.Counter
 	var sub map[int]apply.SubflowStats
 	if grp.Running {
@@ -219,7 +230,7 @@ func gatherGroup(ev *engine.Event, g *parser.Group, hf health.File, hh plan.Heal
 		}
 	}
 	for _, p := range d.Paths {
-		gp := Path{Path: p.Index + 1, Table: p.Table, Mark: fmt.Sprintf("%#x", p.Mark), Weight: p.Weight,
+		gp := Path{Path: p.Index + 1, Table: p.Table, Mark: fmt.Sprintf("%#x", p.Mark), Weight: p.Weight, Speed: p.Speed,
 			Address: p.Own.String(), Link: p.Dev, State: stateName(p.State), Reason: p.Reason}
 		if !p.Since.IsZero() {
 			s := p.Since.UTC()

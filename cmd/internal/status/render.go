@@ -31,9 +31,9 @@ func Text(w io.Writer, r Report) {
 		}
 		fmt.Fprint(w, g.report)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  PATH\tTABLE\tLINK\tSTATE\tWEIGHT\tSHARE\tPACKETS\tBYTES\tNIC TX\tNIC RX\tERR/DROP\tGATEWAYS\t")
+		fmt.Fprintln(tw, "  PATH\tTABLE\tLINK\tSPEED\tSTATE\tWEIGHT\tSHARE\tPACKETS\tBYTES\tNIC TX\tNIC RX\tERR/DROP\tGATEWAYS\t")
 		for _, p := range g.Paths {
-			fmt.Fprintf(tw, "  %d\t%d\t%s\t%s\t%d (%.2f)\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.Path, p.Table, dash(p.Link), state(p, r.Time),
+			fmt.Fprintf(tw, "  %d\t%d\t%s\t%s\t%s\t%d (%.2f)\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.Path, p.Table, dash(p.Link), speed(p.Speed), state(p, r.Time),
 				p.Weight, p.WeightShare, share(p.Share, p.ShareDrift), count(p.Packets), humanBytes(p.Bytes), nicTx(p.NIC), nicRx(p.NIC), errDrop(p.NIC), gateways(p.Gateways))
 		}
 		tw.Flush()
@@ -57,6 +57,12 @@ func Text(w io.Writer, r Report) {
 			if f := p.ShareDrift; f != nil {
 				fmt.Fprintf(w, "  path %d: DRIFT: carries %.2f of the group's bytes since %s, its weight says %.2f\n", p.Path, f.Share, f.Since.Format(time.RFC3339), f.WeightShare)
 			}
+		}
+		if g.Tuning.Weights != "" {
+			fmt.Fprintf(w, "  weights: %s\n", g.Tuning.Weights)
+		}
+		if g.Tuning.Unit != "" {
+			fmt.Fprintf(w, "  unit: gso_max_size %d: %s\n", g.Tuning.GSOMaxSize, g.Tuning.Unit)
 		}
 		if g.Converged {
 			fmt.Fprintf(w, "  state: converged\n")
@@ -103,6 +109,17 @@ func ago(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}
+}
+
+// speed is a path's speed as ethtool would say it; "-" when unknown.
+func speed(mbit int) string {
+	switch {
+	case mbit == 0:
+		return "-"
+	case mbit%1000 == 0:
+		return fmt.Sprintf("%dG", mbit/1000)
+	}
+	return fmt.Sprintf("%dM", mbit)
 }
 
 func dash(s string) string {

@@ -29,17 +29,18 @@ func sample() Report {
 	r := Report{Version: Version, Time: now, Watcher: Watcher{Running: true, Updated: &since,
 		Probes: &health.ProbeInfo{Targets: 2, PeriodSec: 0.2, BudgetPPS: 1000, Misses: 3, RatePPS: 10, IntervalSec: 0.2}}}
 	g := Group{Group: "tun0", Iface: "tun0", Family: "inet", Mode: "packet", Running: true, Converged: true,
-		Objects: []Objects{{Kind: "routes", Desired: 2, Present: 2}}, report: "tun0: tun tun0 up=true carrier=true ours=true mtu=1500\n"}
+		Objects: []Objects{{Kind: "routes", Desired: 2, Present: 2}}, report: "tun0: tun tun0 up=true carrier=true ours=true mtu=1500 gso_max_size=65536\n",
+		Tuning: Tuning{Weights: "from the speeds 3000/1000 Mbit/s (ethtool)", GSOMaxSize: 65536, Unit: "0.26 ms at the active paths' mean speed (2 Gbit/s)"}}
 	g.Paths = []Path{
-		{Path: 1, Table: 20000, Mark: "0x4e000000", Weight: 3, Address: "10.0.0.10", Link: "eth0", State: "up", Carrier: true,
+		{Path: 1, Table: 20000, Mark: "0x4e000000", Weight: 3, Speed: 3000, Address: "10.0.0.10", Link: "eth0", State: "up", Carrier: true,
 			Packets: 120000, Bytes: 900_000_000, WeightShare: 1, NIC: &NIC{Name: "eth0", TxBytes: 910_000_000, RxBytes: 12_000_000, RxDropped: 3},
 			Gateways: Gateways{Peers: 1, Probed: 1}},
-		{Path: 2, Table: 20001, Mark: "0x4f000000", Weight: 2, Address: "10.0.1.10", Link: "eth1", State: "probe-failed", Since: &since,
+		{Path: 2, Table: 20001, Mark: "0x4f000000", Weight: 2, Speed: 2000, Address: "10.0.1.10", Link: "eth1", State: "probe-failed", Since: &since,
 			Carrier: true, Reason: "eth1 passes no traffic: no gateway on it answers probes", NIC: &NIC{Name: "eth1", TxBytes: 500_000_000},
 			Gateways: Gateways{Peers: 1, Probed: 1, Down: []GatewayDown{{Peer: netip.MustParseAddr("10.99.255.20"), Gateway: netip.MustParseAddr("10.0.1.20"), Link: "eth1", State: "probe-failed", Since: &since,
 				Reason: "gateway 10.0.1.20 on eth1 does not answer probes"}}}},
 		// up, but one of its two peers has its gateway on no subnet of ours: nothing goes to that peer here
-		{Path: 3, Table: 20002, Mark: "0x50000000", Weight: 1, Address: "10.0.2.10", Link: "eth2", State: "up", Carrier: true,
+		{Path: 3, Table: 20002, Mark: "0x50000000", Weight: 1, Speed: 1000, Address: "10.0.2.10", Link: "eth2", State: "up", Carrier: true,
 			Packets: 40000, Bytes: 300_000_000, WeightShare: 0.25, NIC: &NIC{Name: "eth2", TxBytes: 301_000_000},
 			Gateways: Gateways{Peers: 2, Down: []GatewayDown{{Peer: netip.MustParseAddr("10.99.255.30"), Gateway: netip.MustParseAddr("10.0.9.30"),
 				State: "pending", Reason: "gateway 10.0.9.30 is on no subnet of a link that is up"}}}},
@@ -57,7 +58,7 @@ func transparentGroup() Group {
 	Shares(paths)
 	ts := &apply.TransparentStatus{Want: &plan.Transparent{All: true}, Found: &apply.Transparent{Group: "tun2", Dir: "/sys/fs/bpf/linkagg/4097/tun2",
 		Scope: plan.Transparent{All: true}, Map: true, MapOK: true, Linked: true, LinkID: 7, ProgID: 42, Current: true}}
-	rep := apply.Report{Group: "tun2", TUN: apply.TUNStatus{Name: "tun2", Exists: true, IsTun: true, Ours: true, Up: true, MTU: 1500},
+	rep := apply.Report{Group: "tun2", TUN: apply.TUNStatus{Name: "tun2", Exists: true, IsTun: true, Ours: true, Up: true, MTU: 1500, GSO: 65536},
 		Kinds: []apply.Kind{{Kind: "mptcp-transparent", Desired: 1, Present: 1}}, Converged: true, Transparent: ts}
 	return Group{Group: "tun2", Iface: "tun2", Family: "inet", Mode: "mptcp", Running: true, Converged: true,
 		Objects: []Objects{{Kind: "mptcp-transparent", Desired: 1, Present: 1}}, Transparent: transparent(ts), report: rep.String(), Paths: paths}
