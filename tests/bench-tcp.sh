@@ -1,14 +1,18 @@
 #!/bin/bash
 # bench-tcp.sh (make bench): one TCP flow VIP -> VIP in every mode, under cubic and bbr (iperf3 -C), on the
 # link sets 4x250, 300/200 and 400/250/100/150 Mbit/s (two hosts, tests/lab/twohost.sh: veth pairs shaped
-# with htb both ways), configured through the real ifupdown (tests/lab/ifupdown-netns.sh) with weights equal
-# to the link rates. Each figure is the median of REPEAT runs of SECS seconds (the first OMIT not counted),
+# with htb both ways), configured through the real ifupdown (tests/lab/ifupdown-netns.sh). Each stanza says
+# its paths' rates with `speed` (a veth reports a fixed 10000 Mbit/s whatever shapes it; a NIC reports its
+# own): the defaults derive the weights and the striping unit from them. Each figure is the median of REPEAT runs of SECS seconds (the first OMIT not counted),
 # the configurations alternating within each run; each ratio is to the sum of the links alone, measured in
 # the same run (a plain flow over each link's own subnet).
 #   alone       each link alone, summed
-#   packet      mode packet, linkagg's defaults (gso-max-size 16384)
+#   packet      mode packet, linkagg's defaults (weights and unit from the speeds)
 #   gsoN        mode packet with gso-max-size N (gso65536: the kernel's default, no cap on the striping unit)
 #   X+wlen0     configuration X with `tcp-min-rtt-wlen 0` (a namespace-wide TCP sysctl, off by default)
+#   X+w         configuration X with `weight` equal to the link rates (as every stanza had before `speed`;
+#               packet+w@DIR measures a build older than `speed`, which ignores that option)
+#   X+nospeed   configuration X without `speed` (what a group on veths gets when nobody says their rate)
 #   X@DIR       configuration X made by the binaries in DIR (e.g. CONFIGS="packet packet@/tmp/old": a
 #               before/after of two builds in one run; script and the mptcp configs too)
 #   script      the same state as `packet` made by the ip/nft commands of `linkagg plan` (hand-written way)
@@ -35,49 +39,8 @@ NET=93
 [ -x "$bin/linkagg-ifupdown" ] || { echo "no $bin/linkagg-ifupdown: run make build" >&2; exit 1; }
 work=$(mktemp -d)
 chmod 755 "$work"
-cleanup() {
-  for h in A B; do [ -f "$work/etc-$h/interfaces" ] && "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown -a >/dev/null 2>&1 || true; done
-  "$lab/twohost.sh" down $P >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'lab_cleanup; rm -rf "$work"' EXIT
 
-# interfaces H N RATES MODE EXTRA: host H's (.N) NICs and its tun0 group, EXTRA options (";"-separated)
-interfaces() {
-  local h=$1 n=$2 mode=$4 extra=$5 i peer o
-  local -a r=(${3//,/ })
-  local l=$(echo "$h" | tr AB ab)
-  {
-    for i in "${!r[@]}"; do printf 'auto %s%s%d\niface %s%s%d inet static\n    address 10.%d.%d.%d/24\n\n' $P $l $i $P $l $i $NET $i $n; done
-    printf 'auto tun0\niface tun0 inet static\n    address 10.%d.255.%d\n    netmask 255.255.255.255\n' $NET $n
-    printf '    fakenet 10.%d.255.0/24\n    table' $NET; for i in "${!r[@]}"; do printf ' %d' $((43000 + i)); done
-    printf '\n    weight %s\n    mode %s\n' "${r[*]}" "$mode"
-    group_options "$extra"
-    for peer in 10 20; do printf '    rspec 10.%d.255.%d' $NET $peer; for i in "${!r[@]}"; do printf ':10.%d.%d.%d' $NET $i $peer; done; echo; done
-  } > "$work/etc-$h/interfaces"
-}
-
-# use_bin DIR: the hooks ifupdown runs are DIR's linkagg-ifupdown from now on; tun0 goes down first, by the
-# hooks that brought it up
-use_bin() {
-  local h d
-  [ -x "$1/linkagg-ifupdown" ] || { echo "no $1/linkagg-ifupdown" >&2; exit 1; }
-  for h in A B; do
-    "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null 2>&1 || true
-    for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do ln -sfn "$1/linkagg-ifupdown" "$work/etc-$h/$d/linkagg"; done
-  done
-}
-
-# configure RATES MODE GSO: both hosts' tun0 taken down and brought up again by ifupdown with the new stanza
-configure() {
-  for h in A B; do
-    "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null 2>&1 || true
-    interfaces $h $([ $h = A ] && echo 10 || echo 20) "$1" "$2" "$3"
-    "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifup -a >/dev/null
-  done
-}
-
-busy() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 # flow_cpu CC [WRAP] -> "MBIT MACHINE_BUSY_%_OF_ONE_CORE SENDER_CPU RECEIVER_CPU RETRANSMITS A_TX_MB B_RX_MB"
 # (the last two per link, "/"-separated: what A's links sent and B's links received during the flow)
 flow_cpu() {
@@ -90,18 +53,16 @@ print(m, round(100.0*(b1[0]-b0[0])/(b1[1]-b0[1])*os.cpu_count(),1), s, r, x)" "$
   echo " $(mb_delta "$tx0" "$(nic_bytes ${P}A tx "${dev_a[@]}")") $(mb_delta "$rx0" "$(nic_bytes ${P}B rx "${dev_b[@]}")")"
 }
 
+
 echo "== one TCP flow, every mode, cubic and bbr, $REPEAT runs of ${SECS}s (first ${OMIT}s not counted), median; $(nproc) cores, $(uname -r), $(date -u +%F)"
 for set in $LINKSETS; do
   rates=${set//,/ }
   read -r -a r <<<"$rates"
-  dev_a=(); dev_b=(); for i in "${!r[@]}"; do dev_a+=(${P}a$i); dev_b+=(${P}b$i); done
-  NET=$NET ADDR=0 "$lab/twohost.sh" up $P "$rates" >/dev/null
-  for h in A B; do mkdir -p "$work/etc-$h"/if-{pre-up,up,down,post-down}.d; done
-  use_bin "$bin"
+  lab_up "$rates"
   declare -A res=()
   for rep in $(seq "$REPEAT"); do
     for cc in $CCS; do
-      configure "$set" packet ""
+      lab_configure "$set" packet ""
       sum=0
       for i in "${!r[@]}"; do read -r v _ <<<"$(iperf_flow ${P}A ${P}B 10.$NET.$i.20 $cc)"; sum=$(python3 -c "print($sum + $v)"); done
       res[$cc,alone]+=" $sum"
@@ -112,15 +73,23 @@ for set in $LINKSETS; do
         cb=${c%%@*} cbin=$bin
         if [ "$cb" != "$c" ]; then
           cbin=${c#*@}
-          use_bin "$cbin"
+          lab_use_bin "$cbin"
         fi
-        case $cb in *+wlen0) extra="tcp-min-rtt-wlen 0" ;; esac
-        c0=${cb%+wlen0}
+        # +SUFFIX adds an option: +wlen0 `tcp-min-rtt-wlen 0`, +w `weight RATES`, +nospeed no `speed`
+        c0=${cb%%+*}
+        for sfx in $(echo "${cb#"$c0"}" | tr '+' ' '); do
+          case $sfx in
+            wlen0) extra+="tcp-min-rtt-wlen 0;" ;;
+            w) extra+="weight ${r[*]};" ;;
+            nospeed) extra+="nospeed;" ;;
+            *) echo "unknown configuration suffix +$sfx" >&2; exit 2 ;;
+          esac
+        done
         case $c0 in
-          packet) configure "$set" packet "$extra"; out=$(flow_cpu $cc) ;;
-          gso*) configure "$set" packet "gso-max-size ${c0#gso};$extra"; out=$(flow_cpu $cc) ;;
+          packet) lab_configure "$set" packet "$extra"; out=$(flow_cpu $cc) ;;
+          gso*) lab_configure "$set" packet "gso-max-size ${c0#gso};$extra"; out=$(flow_cpu $cc) ;;
           script)
-            configure "$set" packet "$extra"
+            lab_configure "$set" packet "$extra"
             for h in A B; do
               ip netns exec $P$h "$cbin/linkagg" --interfaces "$work/etc-$h/interfaces" --confdir "$work/none" --run-dir "$work/etc-$h/run-linkagg" plan > "$work/plan$h.sh"
               "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown tun0 >/dev/null
@@ -128,19 +97,18 @@ for set in $LINKSETS; do
             done
             out=$(flow_cpu $cc)
             for h in A B; do ip netns exec $P$h nft delete table ip linkagg_tun0; ip -n $P$h link del tun0; ip netns exec $P$h bash -c 'ip rule flush; ip rule add pref 32766 lookup main; ip rule add pref 32767 lookup default; sysctl -qw net.ipv4.tcp_min_rtt_wlen=300'; done ;;
-          hyb-tcp) configure "$set" hybrid "$extra"; out=$(flow_cpu $cc) ;;
-          hyb-mptcp) configure "$set" hybrid "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
-          mptcp) configure "$set" mptcp "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
+          hyb-tcp) lab_configure "$set" hybrid "$extra"; out=$(flow_cpu $cc) ;;
+          hyb-mptcp) lab_configure "$set" hybrid "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
+          mptcp) lab_configure "$set" mptcp "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
         esac
-        [ "$cb" = "$c" ] || use_bin "$bin"
+        [ "$cb" = "$c" ] || lab_use_bin "$bin"
         read -r m cpu s rcv x _ <<<"$out"
         res[$cc,$c]+=" $m"; res[$cc,$c,cpu]+=" $cpu"; res[$cc,$c,snd]+=" $s"; res[$cc,$c,rcv]+=" $rcv"; res[$cc,$c,rtx]+=" $x"
         echo "   ${set} run $rep $cc $c: $out (Mbit/s, machine busy % of a core, sender %, receiver %, retransmits, MB sent per link by A, MB received per link by B)" >&2
       done
     done
   done
-  for h in A B; do "$lab/ifupdown-netns.sh" $P$h "$work/etc-$h" ifdown -a >/dev/null 2>&1 || true; done
-  "$lab/twohost.sh" down $P >/dev/null
+  lab_cleanup
   echo "-- links ${rates// //} Mbit/s"
   for cc in $CCS; do
     s=$(median ${res[$cc,alone]})

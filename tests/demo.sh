@@ -1,13 +1,14 @@
 #!/bin/bash
-# make demo: two hosts in network namespaces joined by a 300 and a 200 Mbit/s link, configured only through
-# their own /etc/network/interfaces and the real ifup, with our hooks installed. Prints each link's goodput
-# alone and the goodput of ONE TCP flow between the two virtual addresses, then takes everything down.
+# make demo: two hosts in network namespaces joined by four 1 Gbit/s links (the seed's nodes: four GbE NICs
+# each), configured only through their own /etc/network/interfaces and the real ifup, with our hooks
+# installed. Prints each link's goodput alone and the goodput of ONE TCP flow between the two virtual
+# addresses, then takes everything down. DEMO_RATES="300 200" (Mbit/s) picks other links.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 lab=$top/tests/lab
 bin=$top/build/bin
 P=${DEMO_PREFIX:-lgdemo}
-RATES=(${DEMO_RATES:-300 200})
+RATES=(${DEMO_RATES:-1000 1000 1000 1000})
 SECS=${DEMO_SECONDS:-5}
 [ "$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces)" >&2; exit 1; }
 [ -x "$bin/linkagg-ifupdown" ] || { echo "build first: make build" >&2; exit 1; }
@@ -19,7 +20,7 @@ cleanup() {
 trap cleanup EXIT
 
 ADDR=0 "$lab/twohost.sh" up $P "${RATES[*]}"
-weights="${RATES[*]}"
+speeds="${RATES[*]}"  # a veth reports a fixed 10000 Mbit/s, whatever shapes it: the stanza says the real rate
 tables=""; for i in "${!RATES[@]}"; do tables+=" $((40000 + i))"; done
 for h in A B; do
   n=$([ $h = A ] && echo 10 || echo 20)
@@ -31,7 +32,7 @@ for h in A B; do
       printf 'auto %s\niface %s inet static\n    address 10.96.%d.%d/24\n\n' $l $l $i $n
     done
     printf 'auto tun0\niface tun0 inet static\n    address 10.96.255.%d\n    netmask 255.255.255.255\n' $n
-    printf '    mtu 9000\n    fakenet 10.96.255.0/24\n    table%s\n    weight %s\n' "$tables" "$weights"
+    printf '    mtu 9000\n    fakenet 10.96.255.0/24\n    table%s\n    speed %s\n' "$tables" "$speeds"
     for peer in 10 20; do
       printf '    rspec 10.96.255.%d' $peer; for i in "${!RATES[@]}"; do printf ':10.96.%d.%d' $i $peer; done; echo
     done
@@ -42,6 +43,8 @@ echo "== host A, /etc/network/interfaces:"; sed -n '/iface tun0/,$p' "$work/etc-
 echo "== host A, the kernel state our hooks made:"
 ip -n ${P}A rule show | grep -E 'linkagg|proto 76' || true
 ip netns exec ${P}A nft list table ip linkagg_tun0 | grep -E 'numgen|mark set'
+echo "== host A, the weights and the striping unit linkagg chose (linkagg status):"
+ip netns exec ${P}A "$bin/linkagg" --interfaces "$work/etc-A/interfaces" --confdir "$work/none" --run-dir "$work/etc-A/run-linkagg" status | grep -E '^  (weights|unit):'
 echo
 sum=0
 for i in "${!RATES[@]}"; do
@@ -57,7 +60,8 @@ left=$(ip -n ${P}A rule show | grep -cE 'linkagg|proto 76' || true)
 echo "after ifdown -a: $left rules of ours, nft tables: $(ip netns exec ${P}A nft list tables | grep -c linkagg || true)"
 
 # Part 2: the lab of the blog post we were built from, three hosts with two NICs each on ONE switch (a Linux
-# bridge), every NIC and switch port shaped to 200 Mbit/s, all NICs on one subnet, configured by ifup -a.
+# bridge), every NIC and switch port shaped to 1 Gbit/s (DEMO_SWITCH_RATE), all NICs on one subnet, configured
+# by ifup -a.
 [ -n "${DEMO_NO_SWITCH:-}" ] && exit 0
 S=${P}s
 cleanup_switch() {
@@ -66,15 +70,16 @@ cleanup_switch() {
 }
 trap 'cleanup_switch; cleanup' EXIT
 echo
-echo "== one switch: hosts A, B, C with eth0 and eth1 each (10.0.0.10/.11, .20/.21, .30/.31), 200 Mbit/s per NIC"
-"$lab/switch.sh" up $S "A B C" 2 200 none
+SWRATE=${DEMO_SWITCH_RATE:-1000}
+echo "== one switch: hosts A, B, C with eth0 and eth1 each (10.0.0.10/.11, .20/.21, .30/.31), $SWRATE Mbit/s per NIC"
+"$lab/switch.sh" up $S "A B C" 2 $SWRATE none
 k=0
 for h in A B C; do
   k=$((k + 1)); etc=$work/sw-$h; mkdir -p "$etc"
   for d in if-pre-up.d if-up.d if-down.d if-post-down.d; do mkdir -p "$etc/$d"; ln -s "$bin/linkagg-ifupdown" "$etc/$d/linkagg"; done
   {
     for i in 0 1; do printf 'auto eth%d\niface eth%d inet static\n    address 10.0.0.%d/24\n\n' $i $i $((10 * k + i)); done
-    printf 'auto tun0\niface tun0 inet static\n    address 10.99.255.%d\n    netmask 255.255.255.255\n    fakenet 10.99.255.0/24\n    table 41000 41001\n' $((10 * k))
+    printf 'auto tun0\niface tun0 inet static\n    address 10.99.255.%d\n    netmask 255.255.255.255\n    fakenet 10.99.255.0/24\n    table 41000 41001\n    speed %d %d\n' $((10 * k)) $SWRATE $SWRATE
     for j in 1 2 3; do printf '    rspec 10.99.255.%d:10.0.0.%d:10.0.0.%d\n' $((10 * j)) $((10 * j)) $((10 * j + 1)); done
   } > "$etc/interfaces"
   "$lab/ifupdown-netns.sh" $S$h "$etc" ifup -a

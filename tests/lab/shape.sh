@@ -4,13 +4,15 @@
 #        everything. htb sends a GSO packet (up to 64 KB) as one unit, at once when it has the tokens;
 #   tbf  a token bucket of 4 frames: GSO packets are cut into frames at enqueue and leave at the link's rate,
 #        one frame after the other, as a real NIC serializes a TSO burst; 1000 frames of queue, as htb's
-#        default pfifo (txqueuelen 1000).
+#        default pfifo (txqueuelen 1000);
+#   none no shaping: the veth as fast as this machine's CPU moves it (MBIT is only what `speed` will say).
 shape() {
   case ${SHAPER:-htb} in
   htb) ip netns exec "$1" tc qdisc add dev "$2" root handle 1: htb default 1 r2q 1000
        ip netns exec "$1" tc class add dev "$2" parent 1: classid 1:1 htb rate "$3"mbit ceil "$3"mbit ;;
   tbf) ip netns exec "$1" tc qdisc add dev "$2" root handle 1: tbf rate "$3"mbit burst 6056 limit 1514000 ;;
-  *) echo "SHAPER is htb or tbf" >&2; exit 2 ;;
+  none) ;;
+  *) echo "SHAPER is htb, tbf or none" >&2; exit 2 ;;
   esac
 }
 # niclike NS DEV (NICLIKE=1): make a veth behave more like a NIC on a LAN than like a pipe with no delay.
