@@ -67,24 +67,10 @@ for set in $LINKSETS; do
       for i in "${!r[@]}"; do read -r v _ <<<"$(iperf_flow ${P}A ${P}B 10.$NET.$i.20 $cc)"; sum=$(python3 -c "print($sum + $v)"); done
       res[$cc,alone]+=" $sum"
       for c in $CONFIGS; do
-        # a +wlen0 suffix adds `tcp-min-rtt-wlen 0` (the explicit namespace-wide TCP option)
-        extra=""
-        # an @DIR suffix measures that configuration with the binaries in DIR (another build, same run)
-        cb=${c%%@*} cbin=$bin
-        if [ "$cb" != "$c" ]; then
-          cbin=${c#*@}
-          lab_use_bin "$cbin"
-        fi
-        # +SUFFIX adds an option: +wlen0 `tcp-min-rtt-wlen 0`, +w `weight RATES`, +nospeed no `speed`
-        c0=${cb%%+*}
-        for sfx in $(echo "${cb#"$c0"}" | tr '+' ' '); do
-          case $sfx in
-            wlen0) extra+="tcp-min-rtt-wlen 0;" ;;
-            w) extra+="weight ${r[*]};" ;;
-            nospeed) extra+="nospeed;" ;;
-            *) echo "unknown configuration suffix +$sfx" >&2; exit 2 ;;
-          esac
-        done
+        # NAME[+SUFFIX...][@DIR]: benchlib.sh lab_variant (DIR: another build's binaries, same run)
+        lab_variant "$c"
+        c0=$variant_name extra=$variant_extra cbin=$variant_bin
+        [ "$cbin" = "$bin" ] || lab_use_bin "$cbin"
         case $c0 in
           packet) lab_configure "$set" packet "$extra"; out=$(flow_cpu $cc) ;;
           gso*) lab_configure "$set" packet "gso-max-size ${c0#gso};$extra"; out=$(flow_cpu $cc) ;;
@@ -101,7 +87,7 @@ for set in $LINKSETS; do
           hyb-mptcp) lab_configure "$set" hybrid "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
           mptcp) lab_configure "$set" mptcp "$extra"; out=$(flow_cpu $cc "mptcpize run") ;;
         esac
-        [ "$cb" = "$c" ] || lab_use_bin "$bin"
+        [ "$cbin" = "$bin" ] || lab_use_bin "$bin"
         read -r m cpu s rcv x _ <<<"$out"
         res[$cc,$c]+=" $m"; res[$cc,$c,cpu]+=" $cpu"; res[$cc,$c,snd]+=" $s"; res[$cc,$c,rcv]+=" $rcv"; res[$cc,$c,rtx]+=" $x"
         echo "   ${set} run $rep $cc $c: $out (Mbit/s, machine busy % of a core, sender %, receiver %, retransmits, MB sent per link by A, MB received per link by B)" >&2
