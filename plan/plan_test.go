@@ -338,3 +338,15 @@ func TestBuildTUNRunning(t *testing.T) {
 		}
 	}
 }
+
+func TestSysctlName(t *testing.T) {
+	for key, want := range map[string]string{
+		"net/ipv4/conf/eth0/rp_filter":     "net.ipv4.conf.eth0.rp_filter",
+		"net/ipv4/conf/eth0.100/rp_filter": "net/ipv4/conf/eth0.100/rp_filter", // sysctl(8): slashes separate, the dot is the name's
+		"net/ipv4/tcp_min_rtt_wlen":        "net.ipv4.tcp_min_rtt_wlen",
+	} {
+		if got := SysctlName(key); got != want {
+			t.Errorf("SysctlName(%q) = %q, want %q", key, got, want)
+		}
+	}
+}

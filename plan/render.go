@@ -51,7 +51,7 @@ func (d Desired) Commands() []string {
 	add("%s up", link)
 	add("ip %s addr replace %s dev %s", ipf, d.VIP, d.TUN.Name)
 	for _, s := range d.Sysctls {
-		add("sysctl -w %s=%s", strings.ReplaceAll(s.Key, "/", "."), s.Value)
+		add("sysctl -w %s=%s", SysctlName(s.Key), s.Value)
 	}
 	for _, r := range d.Routes {
 		add("ip %s route replace %s", ipf, r.String())
@@ -69,6 +69,16 @@ func (d Desired) Commands() []string {
 		out = append(out, d.Nft.Script()...)
 	}
 	return out
+}
+
+// SysctlName is how sysctl(8) names key ("net/ipv4/conf/eth0/rp_filter"): with dots, unless a part of it
+// holds a dot itself (a VLAN "eth0.100"), where sysctl takes the slashes as separators and the dots as
+// part of the name.
+func SysctlName(key string) string {
+	if strings.Contains(key, ".") {
+		return key
+	}
+	return strings.ReplaceAll(key, "/", ".")
 }
 
 func (d Desired) activePaths() int {
