@@ -192,10 +192,10 @@ func TestNftSizeLimit(t *testing.T) {
 		for i := 1; i <= paths; i++ {
 			tables = append(tables, fmt.Sprint(10240+i)) // default marks 0x01000000..0xff000000
 		}
-		return "iface tun0 inet static\n    address 10.99.255.10\n    fakenet 10.99.255.0/24\n    table " + strings.Join(tables, " ") +
+		return "iface tun0 inet static\n    address 10.99.255.10/32\n    fakenet 10.99.255.0/24\n    table " + strings.Join(tables, " ") +
 			"\n    rspec 10.99.255.10:10.99.0.10\n    rspec 10.99.255.20:10.99.0.20\n"
 	}
-	two := "iface tun0 inet static\n    address 10.99.255.10\n    fakenet %s\n    table 10000 10001\n    weight %s\n" +
+	two := "iface tun0 inet static\n    address 10.99.255.10/32\n    fakenet %s\n    table 10000 10001\n    weight %s\n" +
 		"    rspec 10.99.255.10:10.99.0.10:10.99.1.10\n    rspec 10.99.255.20:10.99.0.20:10.99.1.20\n"
 	four := "10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26"
 	for _, tc := range []struct {

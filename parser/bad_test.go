@@ -27,7 +27,7 @@ const base = `iface tun0 inet static
 
 // tun1 is a second valid group, lines 8.. after base: 8 iface 9 address 10 fakenet 11 table 12 rspec.
 const tun1 = `iface tun1 inet static
-    address 10.98.255.10
+    address 10.98.255.10/32
     fakenet 10.98.255.0/24
     table 10100 10101
     rspec 10.98.255.10:10.99.0.10:10.99.1.10
@@ -72,7 +72,7 @@ func v6base(pairs ...any) string {
 // 1 iface 2 address 3 fakenet 4 the extra line (weight) 5 table 6 own entry, 7.. peers.
 func manyPeers(paths, peers int, extra string) string {
 	var b strings.Builder
-	b.WriteString("iface tun0 inet static\n    address 10.0.0.1\n    fakenet 10.0.0.0/8\n" + extra + "\n    table")
+	b.WriteString("iface tun0 inet static\n    address 10.0.0.1/32\n    fakenet 10.0.0.0/8\n" + extra + "\n    table")
 	for i := range paths {
 		fmt.Fprintf(&b, " %d", 1000+i)
 	}
@@ -92,7 +92,7 @@ func manyPeers(paths, peers int, extra string) string {
 // tun1With is tun1 (lines 8.. after base: 8 iface 9 address 10 fakenet 11 table 12 rspec) with another
 // address, fakenet and own rspec entry.
 func tun1With(address, fakenet, own string) string {
-	return "iface tun1 inet static\n    address " + address + "\n    fakenet " + fakenet + "\n    table 10100 10101\n    rspec " + own + "\n"
+	return "iface tun1 inet static\n    address " + address + "/32\n    fakenet " + fakenet + "\n    table 10100 10101\n    rspec " + own + "\n"
 }
 
 const baseTOML = `[tun0]
@@ -131,7 +131,16 @@ func badCases() []badCase {
 		{name: "fakenets overlap", files: ifaces(with(8, "    fakenet 10.99.0.0/16")), pos: "interfaces:8", phrase: "fakenet 10.99.0.0/16 overlaps fakenet 10.99.255.0/24"},
 		{name: "malformed address", files: ifaces(with(2, "    address 10.99.255")), pos: "interfaces:2", phrase: `address "10.99.255": expected IPv4 address`},
 		{name: "bad netmask", files: ifaces(with(3, "    netmask 255.0.255.0")), pos: "interfaces:3", phrase: "expected a contiguous netmask"},
-		{name: "netmask contradicts", files: ifaces(with(2, "    address 10.99.255.10/24")), pos: "interfaces:3", phrase: "contradicts address 10.99.255.10/24"},
+		// a VIP with a shorter prefix: ifup would make a kernel route for it that nobody owns (issue 21 #8)
+		{name: "address with /24", files: ifaces(with(2, "    address 10.99.255.10/24", 3, "")), pos: "interfaces:2", phrase: `address "10.99.255.10/24": a VIP is one address: expected /32 or no prefix length`},
+		{name: "address /24 and netmask /32", files: ifaces(with(2, "    address 10.99.255.10/24")), pos: "interfaces:2", phrase: "a VIP is one address"},
+		// ifup gives an address without prefix its class's: 10.99.255.10 would be 10.0.0.0/8 into the TUN
+		{name: "static address without prefix", files: ifaces(with(3, "")), pos: "interfaces:2", phrase: `address "10.99.255.10" has no prefix length: ifup would give it its class's or /64, a route into tun0 for all of that: expected 10.99.255.10/32 or netmask 255.255.255.255`},
+		{name: "inet6 static address without prefix", files: ifaces(v6base(2, "    address fd99::10")), pos: "interfaces:2", phrase: `expected fd99::10/128 or netmask 128`},
+		{name: "netmask /24", files: ifaces(with(3, "    netmask 255.255.255.0")), pos: "interfaces:3", phrase: `netmask "255.255.255.0": a VIP is one address: expected 255.255.255.255 or 32`},
+		{name: "netmask 24", files: ifaces(with(3, "    netmask 24")), pos: "interfaces:3", phrase: `netmask "24": a VIP is one address`},
+		{name: "inet6 address /64", files: ifaces(v6base(2, "    address fd99::10/64")), pos: "interfaces:2", phrase: `address "fd99::10/64": a VIP is one address: expected /128`},
+		{name: "inet6 netmask 64", files: ifaces(v6base(2, "    address fd99::10", 7, "    netmask 64")), pos: "interfaces:7", phrase: `netmask "64": a VIP is one address: expected 128`},
 		{name: "malformed rspec address", files: ifaces(with(7, "    rspec 10.99.255.x:10.3.23.1")), pos: "interfaces:7", phrase: `rspec entry "10.99.255.x:10.3.23.1": bad address "10.99.255.x": expected IPv4 address`},
 		{name: "rspec without gateway", files: ifaces(with(7, "    rspec 10.99.255.20")), pos: "interfaces:7", phrase: "expected VIP:GW1[:GW2…]"},
 		{name: "VIP outside fakenet", files: ifaces(with(2, "    address 10.98.255.10", 6, "    rspec 10.98.255.10:10.99.0.10:10.99.1.10")), pos: "interfaces:2", phrase: "address 10.98.255.10 is outside every fakenet (10.99.255.0/24)"},
@@ -240,7 +249,7 @@ func badCases() []badCase {
 		// scalars and stanza syntax
 		{name: "mtu too small", files: ifaces(with(8, "    mtu 67")), pos: "interfaces:8", phrase: `mtu "67": expected an integer 68..65535`},
 		{name: "mtu too big", files: ifaces(with(8, "    mtu 65536")), pos: "interfaces:8", phrase: "expected an integer 68..65535"},
-		{name: "inet6 mtu", files: ifaces("iface tun0 inet6 static\n    mtu 1279\n    address fd99::10\n    fakenet fd99::/64\n    table 2\n    rspec [fd99::10]:[fd00::1]\n"), pos: "interfaces:2", phrase: "expected an integer 1280..65535"},
+		{name: "inet6 mtu", files: ifaces("iface tun0 inet6 static\n    mtu 1279\n    address fd99::10/128\n    fakenet fd99::/64\n    table 2\n    rspec [fd99::10]:[fd00::1]\n"), pos: "interfaces:2", phrase: "expected an integer 1280..65535"},
 		{name: "unknown mode", files: ifaces(with(8, "    mode fast")), pos: "interfaces:8", phrase: `mode "fast": expected packet, mptcp or hybrid`},
 		{name: "single option twice", files: ifaces(with(8, "    table 10002 10003")), pos: "interfaces:8", phrase: "option table given twice (first at "},
 		{name: "address twice", files: ifaces(with(8, "    address 10.99.255.11")), pos: "interfaces:8", phrase: "option address given twice"},
@@ -253,7 +262,7 @@ func badCases() []badCase {
 		{name: "non-UTF-8", files: ifaces(with(8, "    pre-up echo \xff\xfe")), pos: "interfaces:8", phrase: "invalid UTF-8"},
 		{name: "non-UTF-8 in continuation", files: ifaces(with(7, "    rspec 10.99.255.20:10.99.0.20 \\", 8, "  10.99.255.3\xff:10.99.0.3")), pos: "interfaces:8", phrase: "invalid UTF-8"},
 		{name: "family ipx", files: ifaces("iface tun0 ipx static\n    table 1\n"), pos: "interfaces:1", phrase: "linkagg options need family inet or inet6"},
-		{name: "iface line too short", files: ifaces("iface tun0 inet\n    table 1\n"), pos: "interfaces:1", phrase: `expected "iface NAME inet|inet6 METHOD"`},
+		{name: "iface line too short", files: ifaces("iface tun0 inet\n    table 1\n"), pos: "interfaces:1", phrase: `expected "iface NAME inet|inet6 METHOD [inherits TEMPLATE]"`},
 		{name: "iface name too long", files: ifaces(strings.Replace(base, "tun0", "tun0123456789abc", 1)), pos: "interfaces:1", phrase: `interface name "tun0123456789abc": expected 1..15`},
 		{name: "file too large", files: ifaces(big), pos: "interfaces", phrase: "file too large ("},
 

@@ -146,6 +146,17 @@ func build(r *rawGroup) (Group, error) {
 		return g, errAt(w.pos, "address %q: %v", w.s, err)
 	}
 	g.VIP = vip
+	addr := w
+	// The VIP is one address on the TUN: ifup gives the TUN the stanza's address with its prefix, and a
+	// shorter prefix would make a second, kernel route for the fakenet that our teardown does not own
+	// (ifup then fails with "Address already assigned" and ifdown finds the group not configured).
+	host := 32
+	if r.family == Inet6 {
+		host = 128
+	}
+	if bitsFromAddr >= 0 && bitsFromAddr != host {
+		return g, errAt(w.pos, "address %q: a VIP is one address: expected /%d or no prefix length (fakenet gives the prefix)", w.s, host)
+	}
 	if w, ok, err := r.single(optNetmask); err != nil {
 		return g, err
 	} else if ok {
@@ -153,9 +164,13 @@ func build(r *rawGroup) (Group, error) {
 		if err != nil {
 			return g, errAt(w.pos, "netmask %q: %v", w.s, err)
 		}
-		if bitsFromAddr >= 0 && n != bitsFromAddr {
-			return g, errAt(w.pos, "netmask %q (/%d) contradicts address %s/%d", w.s, n, vip, bitsFromAddr)
+		if n != host {
+			return g, errAt(w.pos, "netmask %q: a VIP is one address: expected %s (fakenet gives the prefix)", w.s, hostMask(r.family))
 		}
+	} else if bitsFromAddr < 0 && r.source == "interfaces" && r.method == "static" {
+		// ifup gives an address without a prefix length its class's (/8 for 10.x) or /64: a route into the
+		// TUN for all of it
+		return g, errAt(addr.pos, "address %q has no prefix length: ifup would give it its class's or /64, a route into %s for all of that: expected %s/%d or netmask %s", addr.s, r.iface, addr.s, host, strings.SplitN(hostMask(r.family), " ", 2)[0])
 	}
 
 	if w, ok, err := r.single(optMTU); err != nil {
@@ -380,6 +395,13 @@ func parseVIP(s string, fam Family) (netip.Addr, int, error) {
 		return netip.Addr{}, 0, fmt.Errorf("expected %s address", famWord(fam))
 	}
 	return a, b, nil
+}
+
+func hostMask(f Family) string {
+	if f == Inet6 {
+		return "128"
+	}
+	return "255.255.255.255 or 32"
 }
 
 func parseNetmask(s string, fam Family) (int, error) {

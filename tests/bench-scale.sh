@@ -13,7 +13,7 @@ trap cleanup EXIT
 NET=$NET tests/lab/twohost.sh up $P "$(printf '1000 %.0s' $(seq $LINKS))" >/dev/null
 mkdir -p "$dir/linkagg" "$dir/run"
 {
-  printf 'iface tun0 inet static\n    address 10.%d.0.1\n    fakenet 10.%d.0.0/23\n    table' $F $F
+  printf 'iface tun0 inet static\n    address 10.%d.0.1/32\n    fakenet 10.%d.0.0/23\n    table' $F $F
   for i in $(seq 0 $((LINKS-1))); do printf ' %d' $((35500+i)); done
   printf '\n    rspec 10.%d.0.1' $F
   for i in $(seq 0 $((LINKS-1))); do printf ':10.%d.%d.10' $NET $i; done; printf '\n'

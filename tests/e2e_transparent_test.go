@@ -488,7 +488,7 @@ func ltMPTCPGroup(h *hdHost) string {
 	for i := range h.links {
 		own, peer, tables = append(own, h.own(i)), append(peer, h.gw(i, 20)), append(tables, fmt.Sprint(36000+i))
 	}
-	return fmt.Sprintf("iface tun0 inet static\n    address 10.86.255.10\n    fakenet 10.86.255.0/24\n    table %s\n    mode mptcp\n    mptcp-transparent all\n    rspec 10.86.255.10:%s\n    rspec 10.86.255.20:%s\n",
+	return fmt.Sprintf("iface tun0 inet static\n    address 10.86.255.10/32\n    fakenet 10.86.255.0/24\n    table %s\n    mode mptcp\n    mptcp-transparent all\n    rspec 10.86.255.10:%s\n    rspec 10.86.255.20:%s\n",
 		strings.Join(tables, " "), strings.Join(own, ":"), strings.Join(peer, ":"))
 }
 

@@ -213,7 +213,7 @@ func TestHardeningConcurrent(t *testing.T) {
 // CLI and of the hook, and the one line says who holds what and for how long we waited.
 func TestHardeningLockTimeout(t *testing.T) {
 	h := newHD(t, "hdl", 82, 1)
-	h.writeIfaces("iface tun0 inet static\n    address 10.81.0.1\n    fakenet 10.81.0.0/24\n    table 35400\n    rspec 10.81.0.1:" + h.own(0) + "\n")
+	h.writeIfaces("iface tun0 inet static\n    address 10.81.0.1/32\n    fakenet 10.81.0.0/24\n    table 35400\n    rspec 10.81.0.1:" + h.own(0) + "\n")
 	f, err := os.OpenFile(filepath.Join(h.rundir(), "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		t.Fatal(err)

@@ -246,7 +246,7 @@ func hdCases() []hdCase {
 		}), code: 1, line: `DIR/interfaces:6: .*bad address "10\.95\.1\.20": expected IPv6 address`},
 		{name: "unknown TOML option", files: func(h *hdHost) { h.write("linkagg/a.toml", tomlBase+"weigth = [1, 1]\n", 0o644) }, code: 1, line: `DIR/linkagg/a\.toml:6 \(tun0\.weigth\): unknown key "weigth"`},
 		{name: "two groups claim one table", files: ifacesCase(func(h *hdHost) string {
-			return hdBase(h) + "iface tun1 inet static\n    address 10.94.255.10\n    fakenet 10.94.255.0/24\n    table 31002 31001\n    rspec 10.94.255.10:" + h.own(0) + ":" + h.own(1) + "\n"
+			return hdBase(h) + "iface tun1 inet static\n    address 10.94.255.10/32\n    fakenet 10.94.255.0/24\n    table 31002 31001\n    rspec 10.94.255.10:" + h.own(0) + ":" + h.own(1) + "\n"
 		}), code: 1, line: `DIR/interfaces:11: table 31001 is also used by group tun0 at DIR/interfaces:5`},
 		{name: "10 MB config file", files: ifacesCase(func(h *hdHost) string {
 			return hdBase(h) + strings.Repeat("#"+strings.Repeat("x", 1023)+"\n", 10<<10)
@@ -298,10 +298,10 @@ func hdCases() []hdCase {
 		{name: "gateway link-local", files: line(7, "    rspec 10.96.255.20:169.254.0.20:10.95.1.20"), code: 1, line: `DIR/interfaces:7: .*gateway 169\.254\.0\.20 of path 1 is link-local`},
 		{name: "VIP is a path address", files: line(6, "    rspec 10.96.255.10:10.96.255.10:10.95.1.10"), code: 1, line: `DIR/interfaces:6: own address 10\.96\.255\.10 of path 1 is this group's VIP`},
 		{name: "fakenets of two groups overlap", files: ifacesCase(func(h *hdHost) string {
-			return hdBase(h) + "iface tun1 inet static\n    address 10.96.0.10\n    fakenet 10.96.0.0/16\n    table 31002 31003\n    rspec 10.96.0.10:" + h.own(0) + ":" + h.own(1) + "\n"
+			return hdBase(h) + "iface tun1 inet static\n    address 10.96.0.10/32\n    fakenet 10.96.0.0/16\n    table 31002 31003\n    rspec 10.96.0.10:" + h.own(0) + ":" + h.own(1) + "\n"
 		}), code: 1, line: `DIR/interfaces:10: fakenet 10\.96\.0\.0/16 overlaps fakenet 10\.96\.255\.0/24 of group tun0 \(at DIR/interfaces:4\)`},
 		{name: "VIP in two groups", files: ifacesCase(func(h *hdHost) string {
-			return hdBase(h) + "iface tun1 inet static\n    address 10.96.255.20\n    fakenet 10.96.255.0/24\n    table 31002 31003\n    rspec 10.96.255.20:" + h.own(0) + "\n"
+			return hdBase(h) + "iface tun1 inet static\n    address 10.96.255.20/32\n    fakenet 10.96.255.0/24\n    table 31002 31003\n    rspec 10.96.255.20:" + h.own(0) + "\n"
 		}), code: 1, line: `DIR/interfaces:9: address 10\.96\.255\.20 is also the VIP of peer 10\.96\.255\.20 of group tun0 \(at DIR/interfaces:7\)`},
 		{name: "rule-priority 1 in mode hybrid", files: line(8, "    mode hybrid\n    rule-priority 1"), code: 1, line: `DIR/interfaces:9: rule-priority 1: expected 2\.\.32764 in mode hybrid`},
 		{name: "rule-priority 32764 in mode mptcp", files: line(8, "    mode mptcp\n    rule-priority 32764"), code: 1, line: `DIR/interfaces:9: rule-priority 32764: expected 1\.\.32763 in mode mptcp`},
