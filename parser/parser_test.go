@@ -387,7 +387,7 @@ func TestLimitsAccepted(t *testing.T) {
 		{"sequence of 764 entries with 4 fakenets", with(4, "    fakenet 10.99.255.0/26 10.99.255.64/26 10.99.255.128/26 10.99.255.192/26", 8, "    weight 401 363")},
 		{"rule-priority 2 in mode hybrid", with(8, "    mode hybrid\n    rule-priority 2")},
 		{"rule-priority 1 in mode mptcp", with(8, "    mode mptcp\n    rule-priority 1")},
-		{"fakenet /8", "iface tun0 inet static\n    address 10.0.0.1\n    fakenet 10.0.0.0/8\n    table 1 2\n    rspec 10.0.0.1:192.168.0.10:192.168.1.10\n    rspec 10.0.0.2:192.168.0.20:192.168.1.20\n"},
+		{"fakenet /8", "iface tun0 inet static\n    address 10.0.0.1/32\n    fakenet 10.0.0.0/8\n    table 1 2\n    rspec 10.0.0.1:192.168.0.10:192.168.1.10\n    rspec 10.0.0.2:192.168.0.20:192.168.1.20\n"},
 		{"inet6 fakenet /16", v6base(3, "    fakenet fd99::/16")},
 		{"two groups on the same NICs and gateways", base + tun1 + "    rspec 10.98.255.20:10.99.0.20:10.99.1.20\n"},
 		{"a router on one subnet", with(7, "    rspec 10.99.255.1:10.3.23.1")},

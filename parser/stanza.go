@@ -113,26 +113,112 @@ func stanzaStart(kw string) bool {
 	return strings.HasPrefix(kw, "allow-")
 }
 
+// stanza is one iface stanza as read: its file, its iface line and its option lines.
+type stanza struct {
+	file  string
+	lines []lline
+}
+
+// interfaces reads the groups of one interfaces file and the files it includes: every iface stanza is
+// collected first, in reading order, so that `inherits` can find its template wherever it was read; then
+// each stanza that carries our options, itself or through its template, becomes a group. A stanza some
+// other stanza inherits from is a template, never a group of its own (ifupdown brings up the stanzas that
+// inherit it, not it).
 func (l *loader) interfaces(name string, data []byte) ([]Group, error) {
+	var all []stanza
+	if err := l.collect(name, data, &all); err != nil {
+		return nil, err
+	}
+	templates := map[string]bool{}
+	resolved := make([]stanza, 0, len(all))
+	for i, st := range all {
+		r, tmpl, err := inherit(st, resolved[:i])
+		if err != nil {
+			return nil, err
+		}
+		if tmpl != "" {
+			templates[tmpl] = true
+		}
+		resolved = append(resolved, r)
+	}
+	var groups []Group
+	for _, st := range resolved {
+		if templates[stanzaKey(st.lines[0])] {
+			continue
+		}
+		g, ours, err := stanzaGroup(st.file, st.lines)
+		if err != nil {
+			return nil, err
+		}
+		if ours {
+			groups = append(groups, g)
+		}
+	}
+	return groups, nil
+}
+
+// stanzaKey names an iface stanza by its iface and family, as `inherits` finds templates.
+func stanzaKey(head lline) string {
+	if len(head.words) < 3 {
+		return ""
+	}
+	return head.words[1].s + " " + head.words[2].s
+}
+
+// inherit resolves `iface NAME FAMILY METHOD inherits TEMPLATE` as ifupdown does: the template is the
+// last stanza read before it with that name and the same family, and lends it every option the stanza
+// does not give itself (a repeatable option, such as rspec, adds the template's values first). before are
+// the stanzas read before it, resolved already, so a template may inherit from another. The result's head
+// line drops the two words; tmpl is the template's key, "" when none.
+func inherit(st stanza, before []stanza) (out stanza, tmpl string, err error) {
+	head := st.lines[0]
+	if len(head.words) != 6 || head.words[4].s != "inherits" {
+		return st, "", nil
+	}
+	key := head.words[5].s + " " + head.words[2].s
+	var t *stanza
+	for i := len(before) - 1; i >= 0; i-- {
+		if stanzaKey(before[i].lines[0]) == key {
+			t = &before[i]
+			break
+		}
+	}
+	hp := Pos{File: st.file, Line: head.line}
+	if t == nil {
+		return st, "", errAt(hp, "iface %s inherits %s: no iface %s %s stanza is read before it", head.words[1].s, head.words[5].s, head.words[5].s, head.words[2].s)
+	}
+	own := map[string]bool{}
+	for _, ll := range st.lines[1:] {
+		own[strings.ToLower(ll.words[0].s)] = true
+	}
+	h := head
+	h.words = head.words[:4]
+	out = stanza{file: st.file, lines: []lline{h}}
+	for _, ll := range t.lines[1:] {
+		name := strings.ToLower(ll.words[0].s)
+		if own[name] && !repeatable[name] {
+			continue
+		}
+		out.lines = append(out.lines, ll)
+	}
+	out.lines = append(out.lines, st.lines[1:]...)
+	return out, key, nil
+}
+
+// collect appends the iface stanzas of file name, and of the files it includes, to all.
+func (l *loader) collect(name string, data []byte, all *[]stanza) error {
 	if len(data) > maxFileSize {
-		return nil, tooLarge(name, int64(len(data)))
+		return tooLarge(name, int64(len(data)))
 	}
 	l.stack = append(l.stack, canonical(name))
 	defer func() { l.stack = l.stack[:len(l.stack)-1] }()
 
-	var groups []Group
 	var cur []lline // the current iface stanza: its iface line, then its option lines
-	flush := func() error {
-		if cur == nil {
-			return nil
+	flush := func() {
+		if cur != nil {
+			*all = append(*all, stanza{file: name, lines: cur})
+			cur = nil
 		}
-		g, ours, err := stanzaGroup(name, cur)
-		cur = nil
-		if err != nil || !ours {
-			return err
-		}
-		groups = append(groups, g)
-		return nil
 	}
 	for _, ll := range splitLines(name, data) {
 		kw := ll.words[0].s
@@ -142,36 +228,30 @@ func (l *loader) interfaces(name string, data []byte) ([]Group, error) {
 			}
 			continue // options of mapping stanzas, or stray lines: ifupdown's business
 		}
-		if err := flush(); err != nil {
-			return nil, err
-		}
+		flush()
 		switch kw {
 		case "iface":
 			cur = []lline{ll}
 		case "source", "source-directory":
-			gs, err := l.include(name, ll)
-			if err != nil {
-				return nil, err
+			if err := l.include(name, ll, all); err != nil {
+				return err
 			}
-			groups = append(groups, gs...)
 		}
 	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	return groups, nil
+	flush()
+	return nil
 }
 
 var sourceDirName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
-func (l *loader) include(name string, ll lline) ([]Group, error) {
+func (l *loader) include(name string, ll lline, all *[]stanza) error {
 	kw := ll.words[0].s
 	pos := Pos{File: name, Line: ll.line}
 	if len(ll.words) != 2 {
-		return nil, errAt(pos, "%s: expected one path", kw)
+		return errAt(pos, "%s: expected one path", kw)
 	}
 	if l.noIncludes {
-		return nil, nil
+		return nil
 	}
 	arg := ll.words[1].s
 	if !filepath.IsAbs(arg) {
@@ -181,7 +261,7 @@ func (l *loader) include(name string, ll lline) ([]Group, error) {
 	if kw == "source" {
 		m, err := filepath.Glob(arg)
 		if err != nil {
-			return nil, errAt(pos, "source %q: bad pattern: %v", ll.words[1].s, err)
+			return errAt(pos, "source %q: bad pattern: %v", ll.words[1].s, err)
 		}
 		for _, f := range m {
 			if fi, err := os.Stat(f); err == nil && fi.IsDir() {
@@ -190,51 +270,55 @@ func (l *loader) include(name string, ll lline) ([]Group, error) {
 			files = append(files, f)
 		}
 	} else {
-		ents, err := os.ReadDir(arg)
-		if os.IsNotExist(err) {
-			return nil, nil
-		}
+		// the directory path may hold shell wildcards, the names of the files in it may not
+		dirs, err := filepath.Glob(arg)
 		if err != nil {
-			return nil, errAt(pos, "source-directory %s: %v", arg, unwrapPath(err))
+			return errAt(pos, "source-directory %q: bad pattern: %v", ll.words[1].s, err)
 		}
-		if l.checkPerms {
-			if err := checkMode(arg); err != nil {
-				return nil, err
-			}
-		}
-		for _, e := range ents { // ReadDir sorts by name
-			if !sourceDirName.MatchString(e.Name()) {
+		for _, dir := range dirs {
+			ents, err := os.ReadDir(dir)
+			if os.IsNotExist(err) {
 				continue
 			}
-			f := filepath.Join(arg, e.Name())
-			if fi, err := os.Stat(f); err == nil && fi.IsDir() {
-				continue
+			if err != nil {
+				return errAt(pos, "source-directory %s: %v", dir, unwrapPath(err))
 			}
-			files = append(files, f)
+			if l.checkPerms {
+				if err := checkMode(dir); err != nil {
+					return err
+				}
+			}
+			for _, e := range ents { // ReadDir sorts by name
+				if !sourceDirName.MatchString(e.Name()) {
+					continue
+				}
+				f := filepath.Join(dir, e.Name())
+				if fi, err := os.Stat(f); err == nil && fi.IsDir() {
+					continue
+				}
+				files = append(files, f)
+			}
 		}
 	}
-	var groups []Group
 	for _, f := range files {
 		c := canonical(f)
 		for _, s := range l.stack {
 			if s == c {
-				return nil, errAt(pos, "%s %s: include loop (%s is already being read)", kw, ll.words[1].s, f)
+				return errAt(pos, "%s %s: include loop (%s is already being read)", kw, ll.words[1].s, f)
 			}
 		}
 		if len(l.stack) >= maxIncludeDepth {
-			return nil, errAt(pos, "%s %s: includes nested deeper than %d files", kw, ll.words[1].s, maxIncludeDepth)
+			return errAt(pos, "%s %s: includes nested deeper than %d files", kw, ll.words[1].s, maxIncludeDepth)
 		}
 		data, err := readConfig(f, l.checkPerms)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		gs, err := l.interfaces(f, data)
-		if err != nil {
-			return nil, err
+		if err := l.collect(f, data, all); err != nil {
+			return err
 		}
-		groups = append(groups, gs...)
 	}
-	return groups, nil
+	return nil
 }
 
 func canonical(name string) string {
@@ -249,9 +333,11 @@ func canonical(name string) string {
 
 // stanzaGroup turns an iface stanza into a group if it carries our options; ours reports whether it did.
 func stanzaGroup(file string, lines []lline) (g Group, ours bool, err error) {
+	// option names are matched in lower case: ifupdown hands a hook every option as IF_<NAME IN UPPER
+	// CASE>, so `Fakenet` reaches the hooks as `fakenet` does
 	for _, ll := range lines[1:] {
 		for _, o := range ownership {
-			if ll.words[0].s == o {
+			if strings.ToLower(ll.words[0].s) == o {
 				ours = true
 			}
 		}
@@ -276,7 +362,7 @@ func stanzaGroup(file string, lines []lline) (g Group, ours bool, err error) {
 	head := lines[0]
 	hp := Pos{File: file, Line: head.line}
 	if len(head.words) != 4 {
-		return Group{}, true, errAt(hp, "expected \"iface NAME inet|inet6 METHOD\", got %d words", len(head.words))
+		return Group{}, true, errAt(hp, "expected \"iface NAME inet|inet6 METHOD [inherits TEMPLATE]\", got %d words", len(head.words))
 	}
 	r := rawGroup{
 		iface: head.words[1].s, method: head.words[3].s, source: "interfaces", pos: hp,
@@ -292,7 +378,7 @@ func stanzaGroup(file string, lines []lline) (g Group, ours bool, err error) {
 	}
 	first := map[string]Pos{}
 	for _, ll := range lines[1:] {
-		name := ll.words[0].s
+		name := strings.ToLower(ll.words[0].s)
 		p := Pos{File: file, Line: ll.line}
 		if ourOptions[name] {
 			if prev, ok := first[name]; ok && !repeatable[name] {
