@@ -80,6 +80,18 @@ type ConfigError struct{ Err error }
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// sources names where the configuration is read from, for messages.
+func (e *Engine) sources() string {
+	var s []string
+	if e.Load.Interfaces != "" {
+		s = append(s, e.Load.Interfaces)
+	}
+	if e.Load.ConfDir != "" {
+		s = append(s, filepath.Join(e.Load.ConfDir, "*.toml"))
+	}
+	return strings.Join(s, " and ")
+}
+
 // Config reads every source.
 func (e *Engine) Config() (*parser.Config, error) {
 	cfg, err := parser.Load(e.Load)
@@ -381,6 +393,11 @@ func (e *Engine) DownGroups(ids []string) error {
 // typo in our stanza never stops an unrelated NIC from coming up.
 func (e *Engine) Handle(in hooks.Intent, ours bool) error {
 	err := e.Run(false, func(ev *Event) error {
+		if st := in.Stanza; st != nil && (in.Phase == hooks.PreUp || in.Phase == hooks.PostUp) {
+			if msg := st.Mismatch(in.Iface, in.Family, ev.Cfg.Groups, e.sources()); msg != "" {
+				return &ConfigError{errors.New(msg)}
+			}
+		}
 		var own []*parser.Group
 		for i := range ev.Cfg.Groups {
 			g := &ev.Cfg.Groups[i]
