@@ -1,7 +1,8 @@
 #!/bin/bash
 # Switch benchmark (run by `make bench`): three hosts A, B, C with two NICs each on ONE switch (a Linux
-# bridge, tests/lab/switch.sh), every NIC and its switch port shaped to RATE Mbit/s, groups made by
-# `linkagg apply`. For all NICs on one subnet (flat) and one subnet per NIC (pernic), under cubic and bbr,
+# bridge, tests/lab/switch.sh), every NIC and its switch port shaped to RATE Mbit/s (default 1000), groups
+# made by `linkagg apply`, each stanza saying its NICs' rate with `speed` (a veth reports no real one).
+# For all NICs on one subnet (flat) and one subnet per NIC (pernic), under cubic and bbr,
 # each figure the median of REPEAT runs of SECS seconds (the first second not counted):
 #   - each NIC alone (A's NIC i -> B's NIC i, bound to the device) and their sum;
 #   - one flow A -> B and one B -> A, VIP to VIP, and the ratio to the sum;
@@ -17,7 +18,7 @@ lab=$top/tests/lab
 bin=${BIN:-$top/build/bin}
 REPEAT=${REPEAT:-3}
 SECS=${SECS:-5}
-RATE=${RATE:-200}
+RATE=${RATE:-1000}
 P=lgsw
 HOSTS="A B C"
 [ "$(id -u)" = 0 ] || { echo "bench-switch needs root (network namespaces)" >&2; exit 1; }
@@ -36,7 +37,7 @@ config() {
   local mode=$1 k=$2 j
   {
     printf 'iface tun0 inet static\n    address 10.99.255.%d\n    netmask 255.255.255.255\n' $((10 * k))
-    printf '    fakenet 10.99.255.0/24\n    table 30000 30001\n'
+    printf '    fakenet 10.99.255.0/24\n    table 30000 30001\n    speed %d %d\n' "$RATE" "$RATE"
     group_options "${EXTRA:-}"
     for j in 1 2 3; do printf '    rspec 10.99.255.%d:%s:%s\n' $((10 * j)) "$(addr "$mode" $j 0)" "$(addr "$mode" $j 1)"; done
   } > "$work/$k.interfaces"
