@@ -132,7 +132,7 @@ func badCases() []badCase {
 		{name: "malformed address", files: ifaces(with(2, "    address 10.99.255")), pos: "interfaces:2", phrase: `address "10.99.255": expected IPv4 address`},
 		{name: "bad netmask", files: ifaces(with(3, "    netmask 255.0.255.0")), pos: "interfaces:3", phrase: "expected a contiguous netmask"},
 		// a VIP with a shorter prefix: ifup would make a kernel route for it that nobody owns (issue 21 #8)
-		{name: "address with /24", files: ifaces(with(2, "    address 10.99.255.10/24", 3, "")), pos: "interfaces:2", phrase: `address "10.99.255.10/24": a VIP is one address: expected /32 or no prefix length`},
+		{name: "address with /24", files: ifaces(with(2, "    address 10.99.255.10/24", 3, "")), pos: "interfaces:2", phrase: `address "10.99.255.10/24": a VIP is one address: expected /32 (fakenet is the subnet)`},
 		{name: "address /24 and netmask /32", files: ifaces(with(2, "    address 10.99.255.10/24")), pos: "interfaces:2", phrase: "a VIP is one address"},
 		// ifup gives an address without prefix its class's: 10.99.255.10 would be 10.0.0.0/8 into the TUN
 		{name: "static address without prefix", files: ifaces(with(3, "")), pos: "interfaces:2", phrase: `address "10.99.255.10" has no prefix length: ifup would give it its class's or /64, a route into tun0 for all of that: expected 10.99.255.10/32 or netmask 255.255.255.255`},

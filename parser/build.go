@@ -155,7 +155,7 @@ func build(r *rawGroup) (Group, error) {
 		host = 128
 	}
 	if bitsFromAddr >= 0 && bitsFromAddr != host {
-		return g, errAt(w.pos, "address %q: a VIP is one address: expected /%d or no prefix length (fakenet gives the prefix)", w.s, host)
+		return g, errAt(w.pos, "address %q: a VIP is one address: expected /%d (fakenet is the subnet)", w.s, host)
 	}
 	if w, ok, err := r.single(optNetmask); err != nil {
 		return g, err
@@ -165,7 +165,7 @@ func build(r *rawGroup) (Group, error) {
 			return g, errAt(w.pos, "netmask %q: %v", w.s, err)
 		}
 		if n != host {
-			return g, errAt(w.pos, "netmask %q: a VIP is one address: expected %s (fakenet gives the prefix)", w.s, hostMask(r.family))
+			return g, errAt(w.pos, "netmask %q: a VIP is one address: expected %s (fakenet is the subnet)", w.s, hostMask(r.family))
 		}
 	} else if bitsFromAddr < 0 && r.source == "interfaces" && r.method == "static" {
 		// ifup gives an address without a prefix length its class's (/8 for 10.x) or /64: a route into the

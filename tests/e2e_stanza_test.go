@@ -85,21 +85,21 @@ func TestE2EStanzaRefused(t *testing.T) {
 		name, interfaces string
 		other            string // /etc/network/other, for ifup -i
 		args             []string
-		line             string // the one line the hook prints (regexp)
+		line             string // the one line the hook prints (regexp); stanzaNICs takes lines 1-8, so tun0's stanza starts at 9
 	}{
 		{name: "ifup tun0=agg (a mapping)", interfaces: strings.Replace(good, "iface tun0", "iface agg", 1), args: []string{"ifup", "tun0=agg"},
 			line: `linkagg-ifupdown: tun0 inet pre-up: ifupdown configures tun0 from the stanza agg \(a mapping, or ifup tun0=agg\): linkagg names a group by its TUN; write the stanza as iface tun0`},
 		{name: "ifup -i a file with another tun0", interfaces: good, other: strings.Replace(good, "table 37000 37001", "table 37100 37101", 1),
 			args: []string{"ifup", "-i", "/etc/network/other", "tun0"},
-			line: `tun0 inet pre-up: /etc/network/interfaces:1: the stanza ifupdown read \(table 37100 37101, fakenet 10.79.255.0/24\) is not this one \(table 37000 37001, fakenet 10.79.255.0/24\): ifup -i FILE\?`},
+			line: `tun0 inet pre-up: /etc/network/interfaces:9: the stanza ifupdown read \(table 37100 37101, fakenet 10.79.255.0/24\) is not this one \(table 37000 37001, fakenet 10.79.255.0/24\): ifup -i FILE\?`},
 		{name: "ifup -i a file linkagg does not read", interfaces: "", other: good, args: []string{"ifup", "-i", "/etc/network/other", "tun0"},
 			line: `tun0 inet pre-up: ifupdown's stanza carries linkagg options, but /etc/network/interfaces and /etc/linkagg/\*.toml define no group tun0: ifup -i FILE\? linkagg reads only those`},
 		{name: "a VIP with a subnet's prefix", interfaces: strings.Replace(good, "10.79.255.10/32", "10.79.255.10/24", 1), args: []string{"ifup", "tun0"},
-			line: `/etc/network/interfaces:2: address "10.79.255.10/24": a VIP is one address: expected /32 or no prefix length \(fakenet gives the prefix\)`},
+			line: `/etc/network/interfaces:10: address "10.79.255.10/24": a VIP is one address: expected /32 \(fakenet is the subnet\)`},
 		{name: "a netmask of a subnet", interfaces: strings.Replace(good, "10.79.255.10/32\n", "10.79.255.10\n    netmask 255.255.255.0\n", 1), args: []string{"ifup", "tun0"},
-			line: `/etc/network/interfaces:3: netmask "255.255.255.0": a VIP is one address: expected 255.255.255.255 or 32`},
+			line: `/etc/network/interfaces:11: netmask "255.255.255.0": a VIP is one address: expected 255.255.255.255 or 32`},
 		{name: "no prefix at all (ifup would make it a /8)", interfaces: strings.Replace(good, "10.79.255.10/32\n", "10.79.255.10\n", 1), args: []string{"ifup", "tun0"},
-			line: `/etc/network/interfaces:2: address "10.79.255.10" has no prefix length: ifup would give it its class's or /64, a route into tun0 for all of that: expected 10.79.255.10/32 or netmask 255.255.255.255`},
+			line: `/etc/network/interfaces:10: address "10.79.255.10" has no prefix length: ifup would give it its class's or /64, a route into tun0 for all of that: expected 10.79.255.10/32 or netmask 255.255.255.255`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l.WriteInterfaces("A", stanzaNICs(l)+tc.interfaces)

@@ -21,7 +21,7 @@ import (
 // shares .254's gateway). Tables are tableBase+i.
 func bigGroup(h *hdHost, tun string, f, tableBase, peers int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "iface %s inet static\n    address 10.%d.0.1\n    fakenet 10.%d.0.0/23\n    table", tun, f, f)
+	fmt.Fprintf(&b, "iface %s inet static\n    address 10.%d.0.1/32\n    fakenet 10.%d.0.0/23\n    table", tun, f, f)
 	for i := range h.links {
 		fmt.Fprintf(&b, " %d", tableBase+i)
 	}
