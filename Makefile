@@ -21,6 +21,9 @@ PREFIX ?= /usr
 TEST_DEBS := iproute2 nftables iperf3 ethtool ifupdown systemd networkd-dispatcher dbus mptcpize util-linux procps python3 iputils-ping \
 	qemu-system-x86 cpio kmod bpftool \
 	debhelper dpkg-dev lintian fakeroot debootstrap systemd-container
+# and the real programs tests/bench-apps.sh moves files with (make bench only: their own daemons run inside the
+# lab's namespaces with private keys and configuration; the packages' own services are never used)
+BENCH_DEBS := $(TEST_DEBS) openssh-server openssh-client rsync nginx-light curl
 
 .PHONY: all build test unit kernel e2e demo bench fuzz install deps clean vet
 
@@ -35,8 +38,9 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' ':!vendor'))" || { gofmt -l $$(git ls-files '*.go' ':!vendor'); echo "gofmt needed"; exit 1; }
 
 # deps: install the Debian packages the tests need, only those missing
+DEPS ?= $(TEST_DEBS)
 deps:
-	@missing=$$(for p in $(TEST_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
@@ -55,7 +59,8 @@ test: deps vet build
 demo: deps build
 	./tests/demo.sh
 
-bench: deps build
+bench: build
+	$(MAKE) deps DEPS="$(BENCH_DEBS)"
 	./tests/bench.sh
 
 fuzz:
