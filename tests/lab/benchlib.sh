@@ -24,7 +24,7 @@ SECS=${SECS:-5}
 OMIT=${OMIT:-1}
 _bench_port=$((5400 + RANDOM % 200))
 
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print("%.1f" % statistics.median(v))' "$@"; }
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:] if x != "none"]; print("%.1f" % statistics.median(v) if v else "none")' "$@"; }
 ratio() { python3 -c "import sys; print('%.3f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
 nic_bytes() {
   local ns=$1 dir=$2 d; shift 2
