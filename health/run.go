@@ -29,10 +29,12 @@ type LinkSource interface {
 	Errors() <-chan error
 }
 
-// Answer is one echo reply: its sequence number and who sent it.
+// Answer is one echo reply: its sequence number and payload nonce, who sent it and the link it arrived on.
 type Answer struct {
-	Seq  uint16
-	From netip.Addr
+	Seq   uint16
+	Nonce uint64
+	From  netip.Addr
+	Link  string
 }
 
 // Prober sends echo requests and hands over the replies that carry its identifier.
@@ -59,10 +61,16 @@ type Runner struct {
 	Sample      func() ([]PathSample, error)
 	SampleEvery time.Duration
 	Drift       *Drift
-	Ready       func() // called once, after the first convergence
-	Stop        <-chan struct{}
-	Infof       func(format string, a ...any)
-	Errorf      func(format string, a ...any)
+	// Changed, if set, is asked every ChangedEvery whether the configuration changed (an admin's edit, a
+	// broken file fixed); yes converges.
+	Changed      func() bool
+	ChangedEvery time.Duration
+	// Reload (SIGHUP) converges now, reading the configuration again.
+	Reload <-chan struct{}
+	Ready  func() // called once, after the first convergence
+	Stop   <-chan struct{}
+	Infof  func(format string, a ...any)
+	Errorf func(format string, a ...any)
 
 	sampleErr string
 }
@@ -121,7 +129,7 @@ func (r *Runner) Run() error {
 	}
 	sendFailed := map[string]bool{}
 	ready := false
-	var nextSample time.Time
+	var nextSample, nextChanged time.Time
 	for {
 		now := r.Clock.Now()
 		a := m.Step(now)
@@ -147,9 +155,18 @@ func (r *Runner) Run() error {
 			r.sample(now)
 			save(now)
 		}
+		if r.Changed != nil && ready && !now.Before(nextChanged) {
+			nextChanged = now.Add(r.ChangedEvery)
+			if r.Changed() {
+				converge(now, "a configuration change")
+			}
+		}
 		next := m.Next()
 		if r.Sample != nil && nextSample.Before(next) {
 			next = nextSample
+		}
+		if r.Changed != nil && ready && nextChanged.Before(next) {
+			next = nextChanged
 		}
 		wait := next.Sub(r.Clock.Now())
 		if wait < 0 {
@@ -162,10 +179,13 @@ func (r *Runner) Run() error {
 			}
 			m.LinkEvent(r.Clock.Now(), what)
 		case ans := <-answers:
-			m.Answer(r.Clock.Now(), ans.Seq, ans.From)
+			m.Answer(r.Clock.Now(), ans)
 		case err := <-r.Links.Errors():
 			// an overrun socket has lost events: exit, and systemd restarts us with a full convergence
 			return err
+		case <-r.Reload:
+			r.Infof("reloading on SIGHUP")
+			converge(r.Clock.Now(), "reload")
 		case <-r.Clock.After(wait):
 		case <-r.Stop:
 			return nil

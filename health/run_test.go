@@ -85,7 +85,10 @@ type runHarness struct {
 	dir       string
 }
 
-func startRun(t *testing.T, cfg Config) *runHarness {
+func startRun(t *testing.T, cfg Config) *runHarness { return startRunWith(t, cfg, nil) }
+
+// startRunWith is startRun with the Runner changed by with before it runs.
+func startRunWith(t *testing.T, cfg Config, with func(*Runner)) *runHarness {
 	h := &runHarness{t: t, clock: &fakeClock{now: t0, idle: make(chan struct{})},
 		links:  &fakeLinks{links: hostLinks(), changes: make(chan string), errs: make(chan error, 1)},
 		prober: &fakeProber{answers: make(chan Answer)}, stop: make(chan struct{}), done: make(chan error, 1),
@@ -99,6 +102,9 @@ func startRun(t *testing.T, cfg Config) *runHarness {
 			return nil
 		},
 		Stop: h.stop, Infof: t.Logf, Errorf: t.Logf}
+	if with != nil {
+		with(r)
+	}
 	go func() { h.done <- r.Run() }()
 	h.idle()
 	return h
@@ -130,7 +136,7 @@ func (h *runHarness) answer() {
 		if h.silent[p.Target.Gateway] {
 			continue
 		}
-		h.prober.answers <- Answer{Seq: p.Seq, From: p.Target.Gateway}
+		h.prober.answers <- reply(p)
 		h.idle()
 		return
 	}
@@ -231,6 +237,53 @@ func TestRun(t *testing.T) {
 		t.Fatal("Run went on after the subscription failed")
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not end")
+	}
+}
+
+// SIGHUP (Reload) converges at once; a configuration change is noticed at the next ChangedEvery tick and
+// converges, an unchanged configuration does not.
+func TestRunReloadAndChange(t *testing.T) {
+	reload := make(chan struct{})
+	var mu sync.Mutex
+	changed, asked := false, 0
+	h := startRunWith(t, Config{Debounce: ms(50), Resync: time.Minute}, func(r *Runner) {
+		r.Reload = reload
+		r.ChangedEvery = time.Second
+		r.Changed = func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			asked++
+			c := changed
+			changed = false
+			return c
+		}
+	})
+	if got := h.convergences(); !slices.Equal(got, []string{"start"}) {
+		t.Fatalf("after start: %v", got)
+	}
+	reload <- struct{}{}
+	h.idle()
+	if got := h.convergences(); !slices.Equal(got, []string{"start", "reload"}) {
+		t.Fatalf("after a reload: %v", got)
+	}
+	h.advance(ms(2500))
+	mu.Lock()
+	n := asked
+	changed = true
+	mu.Unlock()
+	if n < 2 || n > 3 {
+		t.Errorf("Changed asked %d times in 2.5 s, want one per second", n)
+	}
+	if got := h.convergences(); len(got) != 2 {
+		t.Fatalf("converged without a change: %v", got)
+	}
+	h.advance(time.Second)
+	if got := h.convergences(); !slices.Equal(got, []string{"start", "reload", "a configuration change"}) {
+		t.Fatalf("after a change: %v", got)
+	}
+	close(h.stop)
+	if err := <-h.done; err != nil {
+		t.Errorf("Run returned %v on stop", err)
 	}
 }
 

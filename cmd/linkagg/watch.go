@@ -22,6 +22,10 @@ import (
 // group ifupdown, networkd or the admin stopped.
 func watch(e *engine.Engine, cfg health.Config, stderr io.Writer) error {
 	e.UseCarrier = true
+	e.KeepLastGood = true
+	// a closed log pipe (journald restarted, a shell's pipe gone) must not end a convergence: with SIGPIPE
+	// ignored a write to it fails, and the logger drops the line
+	signal.Ignore(syscall.SIGPIPE)
 	release, err := health.Claim(e.Apply.RunDir)
 	if err != nil {
 		return err
@@ -43,6 +47,8 @@ func watch(e *engine.Engine, cfg health.Config, stderr io.Writer) error {
 			return c.Groups, nil
 		},
 		Converge: func(string) error { return e.Converge() },
+		// an edit (or the fix of a half-written drop-in) converges within a second
+		Changed: e.ConfigChanged, ChangedEvery: time.Second,
 		// the share drift check: a path far from its weight for a few seconds is logged once
 		Sample: func() ([]health.PathSample, error) { return status.Sample(e) }, SampleEvery: time.Second, Drift: health.NewDrift(),
 		Infof: e.Log.Infof, Errorf: e.Log.Errorf}
@@ -63,6 +69,25 @@ func watch(e *engine.Engine, cfg health.Config, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	// SIGHUP (systemctl reload, a closed terminal) reads the configuration again and converges
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-hups:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	r.Reload = reload
 	stop := make(chan struct{})
 	go func() {
 		select {

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,8 +44,16 @@ type Engine struct {
 	// OwnEvent is set once the event turns out to be a group's own (networkd: the event of its TUN).
 	OwnEvent atomic.Bool
 
+	// KeepLastGood (`linkagg watch`): when the configuration stops validating (an admin's half-written
+	// drop-in), Config logs why once and goes on with the last configuration that validated, so failover
+	// never waits for the admin to finish typing.
+	KeepLastGood bool
+
 	defaults map[string]string      // DefaultsFile
 	stage    atomic.Pointer[string] // what the event is doing, for the watchdog
+	cfgMu    sync.Mutex
+	lastGood *parser.Config // KeepLastGood: the last configuration that validated
+	badCfg   string         // KeepLastGood: the error logged for the configuration on disk, "" while it validates
 }
 
 // New makes an engine with the defaults, overridden by LINKAGG_INTERFACES, LINKAGG_CONFDIR, LINKAGG_RUNDIR
@@ -92,13 +102,45 @@ func (e *Engine) sources() string {
 	return strings.Join(s, " and ")
 }
 
-// Config reads every source.
+// Config reads every source. With KeepLastGood a configuration that does not validate is logged (once
+// per distinct error) and the last one that did is returned instead.
 func (e *Engine) Config() (*parser.Config, error) {
 	cfg, err := parser.Load(e.Load)
-	if err != nil {
-		return nil, &ConfigError{err}
+	if !e.KeepLastGood {
+		if err != nil {
+			return nil, &ConfigError{err}
+		}
+		return cfg, nil
 	}
+	e.cfgMu.Lock()
+	defer e.cfgMu.Unlock()
+	if err != nil {
+		if e.lastGood == nil {
+			return nil, &ConfigError{err}
+		}
+		if msg := err.Error(); msg != e.badCfg {
+			e.badCfg = msg
+			e.Log.Errorf("%v: going on with the last configuration that validated until this is fixed", err)
+		}
+		return e.lastGood, nil
+	}
+	if e.badCfg != "" {
+		e.badCfg = ""
+		e.Log.Infof("the configuration validates again")
+	}
+	e.lastGood = cfg
 	return cfg, nil
+}
+
+// ConfigChanged reads the configuration (as Config does) and says whether it now differs from the one the
+// previous read found: a watcher converges on an admin's edit without waiting for its resync. False while
+// the configuration does not validate (the last good one stays) and before any configuration validated.
+func (e *Engine) ConfigChanged() bool {
+	e.cfgMu.Lock()
+	prev := e.lastGood
+	e.cfgMu.Unlock()
+	cfg, err := e.Config()
+	return err == nil && prev != nil && cfg != prev && !reflect.DeepEqual(cfg.Groups, prev.Groups)
 }
 
 // Event is one event's view of the host, valid while its session is open.
