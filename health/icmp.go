@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,13 +20,16 @@ import (
 // lets the process's group in; the kernel then picks the echo identifier and hands over only our replies)
 // and falls back to a raw socket (CAP_NET_RAW), whose replies are told apart by the identifier.
 //
-// The sequence number of every request comes from the Monitor, in the one goroutine that calls Send, and
-// the identifier is fixed per socket: nothing is shared between goroutines but the answers channel.
+// The sequence number and nonce of every request come from the Monitor, in the one goroutine that calls
+// Send, and the identifier is fixed per socket; a reply carries the link it arrived on (IP_PKTINFO), named
+// as the last probe that left by that interface named it. Shared between goroutines: the answers channel
+// and that map of names, under mu.
 type ICMP struct {
 	mu      sync.Mutex
 	socks   map[int]*echoSocket // by address family
 	answers chan Answer
 	closed  bool
+	links   map[int]string // ifindex -> the link name a probe last left by, to name a reply's arrival link
 }
 
 type echoSocket struct {
@@ -39,7 +42,7 @@ type echoSocket struct {
 
 // NewICMP makes a prober; sockets open on the first probe of each family.
 func NewICMP() *ICMP {
-	return &ICMP{socks: map[int]*echoSocket{}, answers: make(chan Answer, 4096)}
+	return &ICMP{socks: map[int]*echoSocket{}, answers: make(chan Answer, 4096), links: map[int]string{}}
 }
 
 // Open opens the socket of one family now (so that a missing privilege shows at start), and says which kind.
@@ -81,8 +84,38 @@ func (p *ICMP) socket(v6 bool) (*echoSocket, error) {
 		return nil, err
 	}
 	p.socks[fam] = s
-	go s.read(p.answers)
+	go s.read(p.answers, p.linkName)
 	return s, nil
+}
+
+// linkName names the link of ifindex as the last probe that left by it did ("" if none did).
+func (p *ICMP) linkName(ifindex int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.links[ifindex]
+}
+
+// recvPktinfo asks the kernel for each datagram's arrival interface (IP_PKTINFO, IPV6_RECVPKTINFO).
+func recvPktinfo(c net.PacketConn, v6 bool) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return errors.New("not a socket")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		if v6 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 func openEcho(v6 bool) (*echoSocket, error) {
@@ -96,12 +129,20 @@ func openEcho(v6 bool) (*echoSocket, error) {
 		c, err := net.FilePacketConn(f)
 		f.Close()
 		if err == nil {
+			if err := recvPktinfo(c, v6); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("asking for the arrival link of replies: %w", err)
+			}
 			return &echoSocket{conn: c, ping: true, v6: v6, kind: "ping socket"}, nil
 		}
 	}
 	c, err := net.ListenPacket(network, wildcard)
 	if err != nil {
 		return nil, fmt.Errorf("opening an ICMP socket (needs CAP_NET_RAW, or net.ipv4.ping_group_range admitting the watcher's group): %w", err)
+	}
+	if err := recvPktinfo(c, v6); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("asking for the arrival link of replies: %w", err)
 	}
 	return &echoSocket{conn: c, id: uint16(os.Getpid()), v6: v6, kind: "raw socket"}, nil
 }
@@ -117,7 +158,10 @@ func (p *ICMP) Send(pr Probe) error {
 	if err != nil {
 		return err
 	}
-	msg := EchoRequest(t.Gateway.Is6(), s.id, pr.Seq)
+	p.mu.Lock()
+	p.links[ifi.Index] = t.Link
+	p.mu.Unlock()
+	msg := EchoRequest(t.Gateway.Is6(), s.id, pr.Seq, pr.Nonce)
 	var oob []byte
 	if s.v6 {
 		oob = pktinfo6(ifi.Index, t.Src)
@@ -136,63 +180,107 @@ func (p *ICMP) Send(pr Probe) error {
 	return err
 }
 
-// EchoRequest is an ICMP (or ICMPv6) echo request with identifier id and sequence seq and an 8-byte
-// payload. The IPv4 checksum is computed here; the kernel computes the ICMPv6 one (and both on a ping
-// socket, which also replaces id).
-func EchoRequest(v6 bool, id, seq uint16) []byte {
-	b := make([]byte, 16)
+// echoMagic opens the payload of our echo requests; the probe's nonce follows it.
+const echoMagic = "linkagg\x00"
+
+// EchoRequest is an ICMP (or ICMPv6) echo request with identifier id, sequence seq and a 16-byte payload:
+// echoMagic and the nonce. The IPv4 checksum is computed here; the kernel computes the ICMPv6 one (and both
+// on a ping socket, which also replaces id).
+func EchoRequest(v6 bool, id, seq uint16, nonce uint64) []byte {
+	b := make([]byte, 24)
 	b[0] = 8
 	if v6 {
 		b[0] = 128
 	}
 	binary.BigEndian.PutUint16(b[4:], id)
 	binary.BigEndian.PutUint16(b[6:], seq)
-	copy(b[8:], "linkagg\x00")
+	copy(b[8:], echoMagic)
+	binary.BigEndian.PutUint64(b[16:], nonce)
 	if !v6 {
 		binary.BigEndian.PutUint16(b[2:], checksum(b))
 	}
 	return b
 }
 
-// ParseEchoReply returns the identifier and sequence of an echo reply (an ICMP message without IP header).
-func ParseEchoReply(v6 bool, b []byte) (id, seq uint16, ok bool) {
+// ParseEchoReply returns the identifier, sequence and nonce of an echo reply to one of our requests (an
+// ICMP message without IP header); ok is false for anything else.
+func ParseEchoReply(v6 bool, b []byte) (id, seq uint16, nonce uint64, ok bool) {
 	want := byte(0)
 	if v6 {
 		want = 129
 	}
-	if len(b) < 8 || b[0] != want || b[1] != 0 {
-		return 0, 0, false
+	if len(b) < 24 || b[0] != want || b[1] != 0 || string(b[8:16]) != echoMagic {
+		return 0, 0, 0, false
 	}
-	return binary.BigEndian.Uint16(b[4:]), binary.BigEndian.Uint16(b[6:]), true
+	return binary.BigEndian.Uint16(b[4:]), binary.BigEndian.Uint16(b[6:]), binary.BigEndian.Uint64(b[16:]), true
 }
 
-func (s *echoSocket) read(out chan<- Answer) {
+// arrival is the interface index of an IP_PKTINFO or IPV6_PKTINFO control message in oob (0: none).
+func arrival(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
+			return int((*unix.Inet4Pktinfo)(unsafe.Pointer(&m.Data[0])).Ifindex)
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
+			return int((*unix.Inet6Pktinfo)(unsafe.Pointer(&m.Data[0])).Ifindex)
+		}
+	}
+	return 0
+}
+
+func (s *echoSocket) read(out chan<- Answer, linkName func(ifindex int) string) {
 	buf := make([]byte, 1500)
+	oob := make([]byte, 128)
 	for {
-		n, from, err := s.conn.ReadFrom(buf)
+		var (
+			n, oobn int
+			ip      net.IP
+			err     error
+		)
+		switch c := s.conn.(type) {
+		case *net.IPConn:
+			var a *net.IPAddr
+			n, oobn, _, a, err = c.ReadMsgIP(buf, oob)
+			if a != nil {
+				ip = a.IP
+			}
+		case *net.UDPConn:
+			var a *net.UDPAddr
+			n, oobn, _, a, err = c.ReadMsgUDP(buf, oob)
+			if a != nil {
+				ip = a.IP
+			}
+		default:
+			err = net.ErrClosed
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		id, seq, ok := ParseEchoReply(s.v6, buf[:n])
+		msg := buf[:n]
+		if !s.ping && !s.v6 {
+			// a raw IPv4 socket's ReadMsgIP keeps the IP header (ReadFrom strips it)
+			if n < 20 || msg[0]>>4 != 4 || int(msg[0]&0x0f)*4 > n {
+				continue
+			}
+			msg = msg[int(msg[0]&0x0f)*4:]
+		}
+		id, seq, nonce, ok := ParseEchoReply(s.v6, msg)
 		if !ok || (!s.ping && id != s.id) {
 			continue // another program's ping, or not a reply
-		}
-		var ip net.IP
-		switch a := from.(type) {
-		case *net.IPAddr:
-			ip = a.IP
-		case *net.UDPAddr:
-			ip = a.IP
 		}
 		addr, ok := netip.AddrFromSlice(ip)
 		if !ok {
 			continue
 		}
 		select {
-		case out <- Answer{Seq: seq, From: addr.Unmap()}:
+		case out <- Answer{Seq: seq, Nonce: nonce, From: addr.Unmap(), Link: linkName(arrival(oob[:oobn]))}:
 		default: // the loop is far behind: this answer counts as missed
 		}
 	}

@@ -13,7 +13,8 @@ import (
 )
 
 // The real prober, in two fresh network namespaces joined by a veth pair: a gateway that holds its address
-// answers, one that lost it does not; replies are matched by sequence. Both kinds of socket: raw (a fresh
+// answers, one that lost it does not; replies are matched by sequence and carry the request's nonce and
+// the link they arrived on. Both kinds of socket: raw (a fresh
 // namespace admits no group to ping sockets) and, once ping_group_range admits us, a ping socket.
 func TestICMPProber(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -76,12 +77,17 @@ func TestICMPProber(t *testing.T) {
 	}
 	probe := func(p *ICMP, tg Target, seq uint16) bool {
 		t.Helper()
-		must(t, p.Send(Probe{Seq: seq, Target: tg}))
+		nonce := uint64(seq)*0x9e3779b97f4a7c15 + 1
+		must(t, p.Send(Probe{Seq: seq, Nonce: nonce, Target: tg}))
 		deadline := time.After(500 * time.Millisecond)
 		for {
 			select {
 			case ans := <-p.Answers():
 				if ans.Seq == seq && ans.From == tg.Gateway {
+					// the gateway echoes the nonce, and the reply names the link it arrived on
+					if ans.Nonce != nonce || ans.Link != tg.Link {
+						t.Errorf("reply to seq %d: nonce %#x link %q, want %#x %q", seq, ans.Nonce, ans.Link, nonce, tg.Link)
+					}
 					return true
 				}
 			case <-deadline:

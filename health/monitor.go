@@ -9,6 +9,8 @@
 package health
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -57,9 +59,11 @@ type Target struct {
 
 func (t Target) key() plan.GatewayKey { return plan.GatewayKey{Link: t.Link, Gateway: t.Gateway} }
 
-// Probe is one echo request to send: Seq is its sequence number, which its answer must carry.
+// Probe is one echo request to send: Seq is its sequence number and Nonce its payload, both of which its
+// answer must carry, arriving on the target's link.
 type Probe struct {
 	Seq    uint16
+	Nonce  uint64
 	Target Target
 }
 
@@ -85,6 +89,7 @@ type gateway struct {
 
 type outstanding struct {
 	key      plan.GatewayKey
+	nonce    uint64
 	deadline time.Time
 }
 
@@ -100,6 +105,7 @@ type Monitor struct {
 	why        string
 	nextResync time.Time
 	events     []Event
+	random     func() uint64 // the nonces and the first sequence number: unguessable by other hosts
 }
 
 // NewMonitor starts a monitor at now with a convergence due at once ("start").
@@ -110,8 +116,17 @@ func NewMonitor(cfg Config, now time.Time) *Monitor {
 	if cfg.ProbeBudget <= 0 {
 		cfg.ProbeBudget = DefaultProbeBudget
 	}
-	return &Monitor{cfg: cfg, noCarrier: map[string]time.Time{}, gws: map[plan.GatewayKey]*gateway{},
-		pending: map[uint16]outstanding{}, convergeAt: now, why: "start", nextResync: now.Add(cfg.Resync)}
+	m := &Monitor{cfg: cfg, noCarrier: map[string]time.Time{}, gws: map[plan.GatewayKey]*gateway{},
+		pending: map[uint16]outstanding{}, convergeAt: now, why: "start", nextResync: now.Add(cfg.Resync),
+		random: randomUint64}
+	m.seq = uint16(m.random())
+	return m
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail on Linux ≥ 3.17 (getrandom)
+	return binary.LittleEndian.Uint64(b[:])
 }
 
 // LinkEvent notes a netlink link or address change: a convergence is due Debounce after the first event of
@@ -218,14 +233,16 @@ func (m *Monitor) setTargets(now time.Time, ts []Target) {
 	}
 }
 
-// Answer records an echo reply with sequence number seq from address from. The answer of a gateway that
-// was down puts it back at once (a convergence is due now).
-func (m *Monitor) Answer(now time.Time, seq uint16, from netip.Addr) {
-	o, ok := m.pending[seq]
-	if !ok || o.key.Gateway != from.Unmap() {
-		return // late (already counted as missed), or not ours
+// Answer records an echo reply. It counts only as the answer of the probe whose sequence number and nonce
+// it carries, from that probe's gateway, arriving on that probe's link: another host on a link that forges
+// a gateway's replies must see its requests to do so. The answer of a gateway that was down puts it back
+// at once (a convergence is due now).
+func (m *Monitor) Answer(now time.Time, a Answer) {
+	o, ok := m.pending[a.Seq]
+	if !ok || o.key.Gateway != a.From.Unmap() || o.nonce != a.Nonce || o.key.Link != a.Link {
+		return // late (already counted as missed), or not an answer to our probe
 	}
-	delete(m.pending, seq)
+	delete(m.pending, a.Seq)
 	g := m.gws[o.key]
 	if g == nil {
 		return
@@ -270,8 +287,9 @@ func (m *Monitor) Step(now time.Time) Actions {
 			for m.pendingSeq(m.seq) {
 				m.seq++
 			}
-			m.pending[m.seq] = outstanding{key: k, deadline: now.Add(timeout)}
-			a.Probes = append(a.Probes, Probe{Seq: m.seq, Target: g.target})
+			nonce := m.random()
+			m.pending[m.seq] = outstanding{key: k, nonce: nonce, deadline: now.Add(timeout)}
+			a.Probes = append(a.Probes, Probe{Seq: m.seq, Nonce: nonce, Target: g.target})
 			g.next = g.next.Add(per)
 			if !g.next.After(now) { // late (a stalled loop): no burst to catch up
 				g.next = now.Add(per)

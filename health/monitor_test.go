@@ -55,6 +55,7 @@ type sim struct {
 	m         *Monitor
 	now       time.Time
 	silent    map[netip.Addr]bool
+	forge     func(p Probe) []Answer // what another host answers in the name of a silent gateway
 	probes    []Probe
 	probeAt   []time.Time
 	converged []string
@@ -76,7 +77,11 @@ func (s *sim) step() {
 		s.probes = append(s.probes, p)
 		s.probeAt = append(s.probeAt, s.now)
 		if !s.silent[p.Target.Gateway] {
-			s.m.Answer(s.now, p.Seq, p.Target.Gateway)
+			s.m.Answer(s.now, reply(p))
+		} else if s.forge != nil {
+			for _, a := range s.forge(p) {
+				s.m.Answer(s.now, a)
+			}
 		}
 	}
 }
@@ -113,6 +118,11 @@ func (s *sim) health() string {
 }
 
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// reply is what the true gateway of p answers: its sequence and nonce, from the gateway, on p's link.
+func reply(p Probe) Answer {
+	return Answer{Seq: p.Seq, Nonce: p.Nonce, From: p.Target.Gateway, Link: p.Target.Link}
+}
 
 func TestMonitor(t *testing.T) {
 	cfg := Config{Debounce: ms(50), Resync: 30 * time.Second, ProbeInterval: ms(100), ProbeBudget: 1000, Misses: 3}
@@ -251,17 +261,53 @@ func TestMonitor(t *testing.T) {
 				for i := len(s.probes) - 1; i >= 0; i-- {
 					p := s.probes[i]
 					if p.Target.Gateway == ip("10.0.0.20") && s.probeAt[i].Before(t0.Add(ms(750))) {
-						s.m.Answer(s.now, p.Seq, p.Target.Gateway) // its deadline is past
+						s.m.Answer(s.now, reply(p)) // its deadline is past
 						break
 					}
 				}
 				for i := len(s.probes) - 1; i >= 0; i-- {
 					if p := s.probes[i]; p.Target.Gateway == ip("10.0.0.20") {
-						s.m.Answer(s.now, p.Seq, ip("10.0.0.99")) // someone else
+						a := reply(p)
+						a.From = ip("10.0.0.99") // someone else
+						s.m.Answer(s.now, a)
 						break
 					}
 				}
 				s.until(ms(1000))
+			},
+			health:    "eth0/10.0.0.20 probe-failed @900ms",
+			converged: []string{"gateway 10.0.0.20 on eth0 silent"},
+		},
+		{
+			// issue 21 #6: host C answers for B's dead path. It knows the gateway's address and the link, but
+			// does not see the requests: it guesses the next sequence numbers, or replays the sequence with
+			// another nonce, or sends the right reply in through another link (the switch lab: every NIC on
+			// one subnet). None of it counts; the gateway goes out as if C were not there.
+			name: "forged answers keep no silent gateway in",
+			cfg:  cfg,
+			run: func(s *sim) {
+				s.observe(hostLinks())
+				s.until(ms(500))
+				s.silent[ip("10.0.0.20")] = true
+				s.forge = func(p Probe) []Answer {
+					guessed, wrongNonce, wrongLink := reply(p), reply(p), reply(p)
+					guessed.Seq++
+					guessed.Nonce = 0
+					wrongNonce.Nonce ^= 1
+					wrongLink.Link = "eth1"
+					return []Answer{guessed, wrongNonce, wrongLink}
+				}
+				s.until(ms(1000))
+				seqs := map[uint16]bool{}
+				for _, p := range s.probes {
+					seqs[p.Seq] = true
+				}
+				if s.probes[0].Seq == 1 && s.probes[1].Seq == 2 {
+					t.Errorf("sequence numbers start at 1: guessable")
+				}
+				if len(seqs) != len(s.probes) {
+					t.Errorf("%d probes, %d distinct sequence numbers", len(s.probes), len(seqs))
+				}
 			},
 			health:    "eth0/10.0.0.20 probe-failed @900ms",
 			converged: []string{"gateway 10.0.0.20 on eth0 silent"},
@@ -372,7 +418,7 @@ func TestMonitorBudget(t *testing.T) {
 			for _, p := range m.Step(now).Probes {
 				perSecond[int(now.Sub(t0)/time.Second)]++
 				perTarget[p.Target.key()]++
-				m.Answer(now, p.Seq, p.Target.Gateway)
+				m.Answer(now, reply(p))
 			}
 			now = m.Next()
 		}
