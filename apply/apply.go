@@ -173,8 +173,10 @@ func vipAddr(p string) (*netlink.Addr, error) {
 	return a, nil
 }
 
-// converge does the steps in order: TUN, VIP, sysctls, routes, rules, MPTCP, mptcp-transparent, nft. old
-// is the group's footprint (the scope of what it may remove), next receives what it owns afterwards. A
+// converge does the steps in order: TUN, VIP, sysctls, routes, rules, MPTCP, mptcp-transparent, nft, and
+// then removes the rules, routes and sysctl claims the plan no longer wants: make before break, so no
+// packet is marked into a path whose rule or route is gone. old is the group's footprint (the scope of
+// what it may remove), next receives what it owns afterwards. A
 // mptcp-transparent program the plan no longer wants goes before the sysctls: with net.mptcp.enabled
 // restored to 0 while it still turned TCP sockets into MPTCP ones, they would fail to open.
 func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysctlState) error {
@@ -271,13 +273,16 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 			return fmt.Errorf("mptcp-transparent: %w", err)
 		}
 	}
-	if err := syncSysctls(t, d.Group, d.Sysctls, sst); err != nil {
+	kept, err := syncSysctls(t, d.Group, d.Sysctls, sst)
+	if err != nil {
 		return fmt.Errorf("sysctls: %w", err)
 	}
-	if err := syncRoutes(t, d, old, tunIndex); err != nil {
+	staleRoutes, err := syncRoutes(t, d, old, tunIndex)
+	if err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	if err := syncRules(t, d, old); err != nil {
+	staleRules, err := syncRules(t, d, old)
+	if err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
 	mp := old
@@ -292,6 +297,17 @@ func converge(t *txn, d plan.Desired, old Footprint, next *Footprint, sst *sysct
 	}
 	if err := syncNft(t, d, old.Nft); err != nil {
 		return fmt.Errorf("nft: %w", err)
+	}
+	// break after make: the table marks no packet for a leaving path any more, so its rules, routes and
+	// member sysctls can go (the other order sends its packets into the TUN by the fakenet route in main)
+	if err := deleteRules(t, familyOf(d.Family), staleRules); err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	if err := deleteRoutes(t, staleRoutes); err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	if err := releaseOtherSysctls(t, d.Group, kept, sst); err != nil {
+		return fmt.Errorf("sysctls: %w", err)
 	}
 	return nil
 }

@@ -142,8 +142,10 @@ func restorable(r netlink.Route) *netlink.Route {
 	return c
 }
 
-// syncRoutes converges the group's routes: deletes owned routes not desired, adds desired routes missing.
-func syncRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
+// syncRoutes adds the desired routes that are missing (a route of ours in the same place, the old
+// gateway of a peer say, is replaced in one write) and returns the owned routes no longer desired: they
+// go with deleteRoutes once the nft table no longer sends packets to them.
+func syncRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) ([]netlink.Route, error) {
 	tables := scopeTables(d, fp)
 	type want struct {
 		r   plan.Route
@@ -177,11 +179,11 @@ func syncRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
 			if r.Dev == d.TUN.Name && tunIndex != 0 {
 				k.Dev = tunIndex
 			} else if idx, err := index(r.Dev); err != nil {
-				return err
+				return nil, err
 			} else if idx != 0 {
 				k.Dev = idx
 			} else if !t.dry {
-				return fmt.Errorf("route %s table %s: device %s does not exist", r.Dst, tableName(k.Table), r.Dev)
+				return nil, fmt.Errorf("route %s table %s: device %s does not exist", r.Dst, tableName(k.Table), r.Dev)
 			} else {
 				k.Dev = -1 // never matches in a dry run
 			}
@@ -191,17 +193,18 @@ func syncRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
 	}
 	fams[familyOf(d.Family)] = true
 
-	var present, extra int
+	var present int
+	var extra []netlink.Route
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		if !fams[fam] {
 			continue
 		}
 		all, err := t.s.listRoutes(fam)
 		if err != nil {
-			return fmt.Errorf("listing routes: %w", err)
+			return nil, fmt.Errorf("listing routes: %w", err)
 		}
 		matched := make([]bool, len(wants))
-		// Delete owned routes not desired.
+		var owned []netlink.Route // ours, not desired
 		for _, r := range all {
 			if !ownedRoute(r, tables, tunIndex) {
 				continue
@@ -215,33 +218,21 @@ func syncRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
 					break
 				}
 			}
-			if found {
-				continue
-			}
-			extra++
-			r := r
-			desc := "delete route " + t.s.describeRoute(r)
-			if err := t.do("routes", desc,
-				func() error { return t.s.nl.RouteDel(&r) },
-				func() error { return t.s.nl.RouteAdd(restorable(r)) }); err != nil {
-				return err
+			if !found {
+				owned = append(owned, r)
 			}
 		}
-		// Add desired routes missing.
 		for i, w := range wants {
 			if w.fam != fam || matched[i] {
 				continue
 			}
 			for _, r := range all {
-				if ownedRoute(r, tables, tunIndex) || r.Table != w.key.Table || r.Priority != 0 || r.Tos != 0 {
-					continue
-				}
-				if k := keyOfRoute(r); k.Dst == w.key.Dst && (r.Type == unix.RTN_UNICAST || r.Type == 0) {
+				if !ownedRoute(r, tables, tunIndex) && sameSlot(r, w.key) {
 					who := "a foreign route"
 					if r.Protocol == plan.RouteProtocol {
 						who = "a route of another linkagg group" // a renamed stanza's old group: `linkagg apply` removes it
 					}
-					return fmt.Errorf("route %s table %s: %s (%s, proto %d) has the same destination", w.r.Dst, tableName(w.key.Table), who, t.s.describeRoute(r), r.Protocol)
+					return nil, fmt.Errorf("route %s table %s: %s (%s, proto %d) has the same destination", w.r.Dst, tableName(w.key.Table), who, t.s.describeRoute(r), r.Protocol)
 				}
 			}
 			nr := &netlink.Route{
@@ -257,16 +248,44 @@ func syncRoutes(t *txn, d plan.Desired, fp Footprint, tunIndex int) error {
 			if !w.key.Gw.IsValid() && fam == netlink.FAMILY_V4 {
 				nr.Scope = unix.RT_SCOPE_LINK
 			}
-			desc := fmt.Sprintf("add route %s", planRouteString(w.r))
-			if err := t.do("routes", desc,
+			if j := slices.IndexFunc(owned, func(r netlink.Route) bool { return sameSlot(r, w.key) }); j >= 0 {
+				old := owned[j]
+				owned = slices.Delete(owned, j, j+1)
+				if err := t.do("routes", fmt.Sprintf("replace route %s (was %s)", planRouteString(w.r), t.s.describeRoute(old)),
+					func() error { return t.s.nl.RouteReplace(nr) },
+					func() error { return t.s.nl.RouteReplace(restorable(old)) }); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if err := t.do("routes", "add route "+planRouteString(w.r),
 				func() error { return t.s.nl.RouteAdd(nr) },
 				func() error { return t.s.nl.RouteDel(nr) }); err != nil {
-				return err
+				return nil, err
 			}
 		}
+		extra = append(extra, owned...)
 	}
-	t.count("routes", len(wants), present, extra)
+	t.count("routes", len(wants), present, len(extra))
+	return extra, nil
+}
+
+// deleteRoutes deletes routes of ours, each with its undo.
+func deleteRoutes(t *txn, routes []netlink.Route) error {
+	for _, r := range routes {
+		if err := t.do("routes", "delete route "+t.s.describeRoute(r),
+			func() error { return t.s.nl.RouteDel(&r) },
+			func() error { return t.s.nl.RouteAdd(restorable(r)) }); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// sameSlot tells whether two routes of one family take the same place in the kernel (table, destination,
+// no tos, metric 0): a route of ours there is replaced in one write rather than deleted and added.
+func sameSlot(r netlink.Route, k routeKey) bool {
+	return r.Table == k.Table && r.Priority == 0 && r.Tos == 0 && keyOfRoute(r).Dst == k.Dst && (r.Type == unix.RTN_UNICAST || r.Type == 0)
 }
 
 func planRouteString(r plan.Route) string {
@@ -378,22 +397,25 @@ func describeRule(fam int, k ruleKey) string {
 	return fmt.Sprintf("rule %s fwmark %#x/%#x lookup %d pref %d proto linkagg", f, k.Mark, k.Mask, k.Table, k.Priority)
 }
 
-func syncRules(t *txn, d plan.Desired, fp Footprint) error {
+// syncRules adds the desired rules that are missing and returns the owned rules no longer desired (they go
+// with deleteRules, after the nft table stopped marking packets for them).
+func syncRules(t *txn, d plan.Desired, fp Footprint) ([]netlink.Rule, error) {
 	tables := scopeTables(d, fp)
 	fam := familyOf(d.Family)
 	var wants []ruleKey
 	for _, r := range d.Rules {
 		if r.Family != 0 && familyOf(r.Family) != fam {
-			return fmt.Errorf("rule fwmark %#x lookup %d is %s in an %s group", r.Mark, r.Table, r.Family, d.Family)
+			return nil, fmt.Errorf("rule fwmark %#x lookup %d is %s in an %s group", r.Mark, r.Table, r.Family, d.Family)
 		}
 		wants = append(wants, ruleKey{Src: r.Src, Dst: r.Dst, Mark: r.Mark, Mask: r.Mask, Table: r.Table, Priority: r.Priority})
 	}
 	all, err := t.s.listRules(fam)
 	if err != nil {
-		return fmt.Errorf("listing rules: %w", err)
+		return nil, fmt.Errorf("listing rules: %w", err)
 	}
 	matched := make([]bool, len(wants))
-	var present, extra int
+	var present int
+	var extra []netlink.Rule
 	for _, r := range all {
 		if !ownedRule(r, tables) {
 			continue
@@ -404,13 +426,7 @@ func syncRules(t *txn, d plan.Desired, fp Footprint) error {
 			present++
 			continue
 		}
-		extra++
-		r := r
-		if err := t.do("rules", "delete "+describeRule(fam, k),
-			func() error { return t.s.nl.RuleDel(&r) },
-			func() error { return t.s.nl.RuleAdd(restorableRule(r)) }); err != nil {
-			return err
-		}
+		extra = append(extra, r)
 	}
 	for i, k := range wants {
 		if matched[i] {
@@ -420,10 +436,22 @@ func syncRules(t *txn, d plan.Desired, fp Footprint) error {
 		if err := t.do("rules", "add "+describeRule(fam, k),
 			func() error { return t.s.nl.RuleAdd(nr) },
 			func() error { return t.s.nl.RuleDel(nr) }); err != nil {
+			return nil, err
+		}
+	}
+	t.count("rules", len(wants), present, len(extra))
+	return extra, nil
+}
+
+// deleteRules deletes rules of ours, each with its undo.
+func deleteRules(t *txn, fam int, rules []netlink.Rule) error {
+	for _, r := range rules {
+		if err := t.do("rules", "delete "+describeRule(fam, keyOfRule(r)),
+			func() error { return t.s.nl.RuleDel(&r) },
+			func() error { return t.s.nl.RuleAdd(restorableRule(r)) }); err != nil {
 			return err
 		}
 	}
-	t.count("rules", len(wants), present, extra)
 	return nil
 }
 

@@ -90,16 +90,16 @@ func (s *Session) currentKey(c *sysctlClaim) (string, error) {
 
 // syncSysctls sets the desired sysctls, claiming them for the group in st, and releases the keys the group
 // no longer wants (restoring the original when no group claims them any more).
-func syncSysctls(t *txn, group string, want []plan.Sysctl, st *sysctlState) error {
+func syncSysctls(t *txn, group string, want []plan.Sysctl, st *sysctlState) ([]*sysctlClaim, error) {
 	var present int
 	var kept []*sysctlClaim
 	for _, w := range want {
 		if !managedKey(w.Key) {
-			return fmt.Errorf("sysctl %s is not one linkagg manages", w.Key)
+			return nil, fmt.Errorf("sysctl %s is not one linkagg manages", w.Key)
 		}
 		idx, err := t.s.keyIndex(w.Key)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cur, err := t.s.readSysctl(w.Key)
 		if err != nil || idx < 0 {
@@ -107,7 +107,7 @@ func syncSysctls(t *txn, group string, want []plan.Sysctl, st *sysctlState) erro
 				t.do("sysctls", fmt.Sprintf("set sysctl %s = %s (unreadable: %v)", w.Key, w.Value, err), nil, nil)
 				continue
 			}
-			return fmt.Errorf("reading sysctl %s: %w", w.Key, err)
+			return nil, fmt.Errorf("reading sysctl %s: %w", w.Key, err)
 		}
 		c := st.claim(w.Key, idx)
 		if c == nil {
@@ -127,14 +127,20 @@ func syncSysctls(t *txn, group string, want []plan.Sysctl, st *sysctlState) erro
 		// write still restores it at teardown
 		if !t.dry {
 			if err := walSysctlState(t, st); err != nil {
-				return fmt.Errorf("saving sysctl state: %w", err)
+				return nil, fmt.Errorf("saving sysctl state: %w", err)
 			}
 		}
 		if err := setSysctl(t, w.Key, cur, w.Value, "set"); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	t.count("sysctls", len(want), present, 0)
+	return kept, nil
+}
+
+// releaseOtherSysctls gives back the group's claims that are not in kept (a member that left the group:
+// its rp_filter goes back once the nft table no longer sends packets through it).
+func releaseOtherSysctls(t *txn, group string, kept []*sysctlClaim, st *sysctlState) error {
 	for _, c := range slices.Clone(st.Claims) {
 		if slices.Contains(kept, c) {
 			continue
