@@ -212,11 +212,16 @@ func (l *Lab) linkaggArgs(h string) []string {
 		"--run-dir", filepath.Join(l.Etc(h), "run-linkagg")}
 }
 
+// watchCmd is `linkagg -v watch EXTRA...` in host h, on its lab configuration and state, not started.
+func watchCmd(l *Lab, h string, extra ...string) *exec.Cmd {
+	args := append([]string{"netns", "exec", l.NS(h), filepath.Join(binDir, "linkagg"), "-v"}, l.linkaggArgs(h)...)
+	return exec.Command("ip", append(append(args, "watch"), extra...)...)
+}
+
 // startWatch runs `linkagg watch` in host h until the test ends (SIGTERM).
 func startWatch(t *testing.T, l *Lab, h string, extra ...string) *exec.Cmd {
 	t.Helper()
-	args := append([]string{"netns", "exec", l.NS(h), filepath.Join(binDir, "linkagg"), "-v"}, l.linkaggArgs(h)...)
-	w := exec.Command("ip", append(append(args, "watch"), extra...)...)
+	w := watchCmd(l, h, extra...)
 	var errb syncBuffer
 	w.Stderr = &errb
 	must(t, w.Start())

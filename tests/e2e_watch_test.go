@@ -3,7 +3,6 @@ package tests
 import (
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -21,8 +20,7 @@ import (
 func TestE2EWatchHostile(t *testing.T) {
 	l := NewLab(t, "ewh", 300, 200)
 	foIfupdown(t, l, 83)
-	args := append([]string{"netns", "exec", l.NS("A"), filepath.Join(binDir, "linkagg"), "-v"}, l.linkaggArgs("A")...)
-	w := exec.Command("ip", append(args, "watch", "--resync", "10m")...)
+	w := watchCmd(l, "A", "--resync", "10m") // its stderr is a pipe of the test's, to be closed under it
 	pipe, err := w.StderrPipe()
 	must(t, err)
 	var log syncBuffer
